@@ -1,0 +1,80 @@
+"""``churn``: the command line of the churn early-warning system."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipelines.config import ConfigError, Settings, load_config
+from pipelines.logs import setup_logging
+
+app = typer.Typer(
+    help="Churn early-warning system for mobile operators.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+log = logging.getLogger("churn")
+
+
+class _State:
+    config: Path | None = None
+
+
+def settings(overrides: dict | None = None) -> Settings:
+    try:
+        return load_config(_State.config, overrides=overrides)
+    except ConfigError as e:
+        typer.secho(str(e), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+@app.callback()
+def main(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML overriding configs/default.yaml.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING.")] = "INFO",
+) -> None:
+    setup_logging(log_level)
+    _State.config = config
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the effective configuration (defaults + --config + environment) as JSON."""
+    typer.echo(json.dumps(settings().model_dump(mode="json"), indent=2, ensure_ascii=False))
+
+
+@app.command()
+def synth(
+    subscribers: Annotated[int | None, typer.Option(help="Number of subscribers.")] = None,
+    months: Annotated[int | None, typer.Option(help="Number of months.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    start_month: Annotated[str | None, typer.Option(help="First month, YYYY-MM.")] = None,
+) -> None:
+    """Generate a synthetic operator's extracts into the landing folder (truth kept apart)."""
+    from pipelines.synth.deliver import generate
+
+    over = {
+        k: v
+        for k, v in dict(
+            subscribers=subscribers, months=months, seed=seed, start_month=start_month
+        ).items()
+        if v is not None
+    }
+    s = settings({"synth": over} if over else None)
+    summary = generate(s, s.path("landing"), s.path("truth"))
+    log.info(
+        "synthetic operator: %d subscribers x %d months in %.1f s; %s rows; %.1f MB in %s; truth in %s",
+        s.synth.subscribers,
+        s.synth.months,
+        summary.seconds,
+        summary.rows,
+        summary.bytes_on_disk / 1e6,
+        summary.landing,
+        summary.truth,
+    )

@@ -1,0 +1,246 @@
+"""One typed configuration for every step.
+
+Loaded from ``configs/default.yaml``, then an optional user YAML, then environment
+variables ``CHURN__SECTION__KEY=value``. Every path the system touches derives from
+:class:`Paths`, so a deployment moves by changing one key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+ENV_PREFIX = "CHURN__"
+MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key and the problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Paths(_Strict):
+    data_dir: Path = Path("data")
+    landing: Path = Path("landing")
+    lake: Path = Path("lake")
+    quarantine: Path = Path("quarantine")
+    features: Path = Path("features")
+    outputs: Path = Path("outputs")
+    truth: Path = Path("truth")
+    reports: Path = Path("reports")
+    mlflow: Path = Path("mlflow")
+    prefect_home: Path = Path("prefect")
+
+    def resolve(self, name: str) -> Path:
+        """Absolute path of a named folder: relative ones live under ``data_dir``."""
+        base = self.data_dir.expanduser().resolve()
+        if name == "data_dir":
+            return base
+        p = Path(getattr(self, name)).expanduser()
+        return p if p.is_absolute() else base / p
+
+
+class DirtConfig(_Strict):
+    rate: float = Field(0.005, ge=0, le=0.5)
+    kinds: list[
+        Literal[
+            "bad_date",
+            "negative_duration",
+            "unknown_enum",
+            "missing_key",
+            "malformed_number",
+            "bad_number_type",
+        ]
+    ] = Field(
+        default_factory=lambda: [
+            "bad_date",
+            "negative_duration",
+            "unknown_enum",
+            "missing_key",
+            "malformed_number",
+            "bad_number_type",
+        ]
+    )
+    msisdn_format_rate: float = Field(0.03, ge=0, le=1)
+    duplicate_cdr_rate: float = Field(0.004, ge=0, le=0.5)
+    delivered_twice: bool = True
+    corrected_redelivery: bool = True
+    truncated_last_line: bool = True
+    gzip: bool = False
+    gbk_pipe_complaints: bool = False
+
+
+class SynthConfig(_Strict):
+    subscribers: int = Field(20000, ge=50)
+    months: int = Field(12, ge=3, le=120)
+    start_month: str = "2025-01"
+    seed: int = 42
+    target_monthly_churn: float = Field(0.022, gt=0, lt=0.2)
+    events_per_subscriber_month: float = Field(22, gt=0)
+    cdr_file_granularity: Literal["month", "day"] = "month"
+    dirt: DirtConfig = Field(default_factory=DirtConfig)
+
+    @field_validator("start_month")
+    @classmethod
+    def _month(cls, v: str) -> str:
+        if not MONTH_RE.match(v):
+            raise ValueError(f"must be a month written YYYY-MM, got {v!r}")
+        return v
+
+
+class SourceConfig(_Strict):
+    pattern: str
+    encoding: Literal["auto", "utf-8", "gbk", "gb18030"] = "auto"
+    delimiter: Literal["auto", ",", "|", "\t", ";"] = "auto"
+    aliases: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression: {e}") from e
+        return v
+
+
+class Sources(_Strict):
+    billing: SourceConfig
+    cdr: SourceConfig
+    complaints: SourceConfig
+
+
+class Numbering(_Strict):
+    country_code: str = "86"
+    own_mobile_prefixes: list[str]
+    other_mobile_prefixes: list[str]
+    service_code_max_digits: int = Field(6, ge=3, le=8)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> Numbering:
+        both = set(self.own_mobile_prefixes) & set(self.other_mobile_prefixes)
+        if both:
+            raise ValueError(f"prefixes listed as both own and other: {sorted(both)}")
+        return self
+
+
+class IngestConfig(_Strict):
+    max_quarantine_rate: float = Field(0.05, ge=0, le=1)
+    batch_bytes: int = Field(32 << 20, ge=1 << 16)
+    schema_version: int = 1
+
+
+class ChurnDefinition(_Strict):
+    horizon_months: int = Field(2, ge=1, le=12)
+    gap_months: int = Field(0, ge=0, le=6)
+    prepaid_inactivity_months: int = Field(3, ge=1, le=12)
+
+
+class FeatureConfig(_Strict):
+    snapshot_months: list[str] = Field(default_factory=list)
+    min_history_months: int = Field(3, ge=1)
+    duckdb_memory_limit: str = "4GB"
+    duckdb_threads: int = Field(2, ge=1)
+
+    @field_validator("snapshot_months")
+    @classmethod
+    def _months(cls, v: list[str]) -> list[str]:
+        bad = [m for m in v if not MONTH_RE.match(m)]
+        if bad:
+            raise ValueError(f"months must be written YYYY-MM, got {bad}")
+        return v
+
+
+class Settings(_Strict):
+    paths: Paths = Field(default_factory=Paths)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    sources: Sources
+    numbering: Numbering
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    churn: ChurnDefinition = Field(default_factory=ChurnDefinition)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+
+    def path(self, name: str) -> Path:
+        return self.paths.resolve(name)
+
+    def fingerprint(self) -> str:
+        """Short stable hash of the effective configuration (for manifests and lineage)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """``CHURN__A__B=v`` becomes ``{"a": {"b": v}}``; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        if not parts:
+            continue
+        node = tree
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    return tree
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def _explain(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        got = e.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {key}: {e['msg']}{shown}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Defaults < user YAML < environment < explicit overrides (highest)."""
+    data = _read_yaml(DEFAULT_CONFIG)
+    if path:
+        data = _deep_merge(data, _read_yaml(Path(path)))
+    data = _deep_merge(data, _env_overrides(dict(os.environ if environ is None else environ)))
+    if overrides:
+        data = _deep_merge(data, overrides)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_explain(e)) from None

@@ -1,0 +1,1 @@
+"""Synthetic operator: a world worth modelling, delivered as real extracts."""

@@ -1,0 +1,29 @@
+"""Shared fixtures: small generated worlds, made once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from pipelines.config import Settings, load_config
+from pipelines.synth.deliver import generate
+
+
+def make_settings(root: Path, **synth) -> Settings:
+    over = {"paths": {"data_dir": str(root)}, "synth": synth}
+    return load_config(overrides=over, environ={})
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory) -> Settings:
+    """A 2,500-subscriber, 7-month operator with default dirt: for statistics and ingest."""
+    root = tmp_path_factory.mktemp("world")
+    s = make_settings(root, subscribers=2500, months=7, seed=11)
+    generate(s, s.path("landing"), s.path("truth"), show_progress=False)
+    return s
