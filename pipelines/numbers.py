@@ -8,6 +8,7 @@ numbering plan rather than by home-made regexes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -82,7 +83,7 @@ def _parse_one(raw: str, country_code: str) -> tuple[str | None, str]:
         phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
     ):
         return "0" + national, LANDLINE
-    if len(national) == 11 and national.startswith("1") and phonenumbers.is_possible_number(num):
+    if re.fullmatch(r"1[3-9]\d{9}", national) and phonenumbers.is_possible_number(num):
         # A mobile range newer than the library's metadata: still a mobile.
         return national, "mobile"
     return None, UNKNOWN
@@ -130,7 +131,7 @@ def classify_other_number(
         knd = [parsed[v][1] if v is not None else UNKNOWN for v in odd_vals]
         norm = pc.replace_with_mask(arr, odd, pa.array(nat, pa.string()))
         kind = pc.replace_with_mask(kind, odd, pa.array(knd, pa.string()))
-    is_mobile = pc.fill_null(pc.or_(canonical, pc.equal(kind, "mobile")), False)
+    is_mobile = pc.fill_null(pc.or_kleene(canonical, pc.equal(kind, "mobile")), False)
     prefix = pc.utf8_slice_codeunits(pc.fill_null(norm, ""), 0, 3)
     own_by_prefix = pc.is_in(prefix, value_set=pa.array(sorted(plan.own_prefixes), pa.string()))
     mobile_kind = pc.if_else(own_by_prefix, OWN_MOBILE, OTHER_MOBILE)

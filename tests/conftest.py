@@ -27,3 +27,25 @@ def world(tmp_path_factory) -> Settings:
     s = make_settings(root, subscribers=2500, months=7, seed=11)
     generate(s, s.path("landing"), s.path("truth"), show_progress=False)
     return s
+
+
+def run_ingest(s: Settings, landing: Path | None = None, **kw):
+    from pipelines.ingest.run import ingest_landing
+
+    return ingest_landing(
+        landing or s.path("landing"),
+        lake=s.path("lake"),
+        quarantine=s.path("quarantine"),
+        reports=s.path("reports") / "ingest",
+        sources=s.sources,
+        numbering=s.numbering,
+        cfg=s.ingest,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="session")
+def ingested(world):
+    """The session world, ingested once (tests that change the lake work on copies)."""
+    report = run_ingest(world)
+    return world, report

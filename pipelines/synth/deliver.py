@@ -363,15 +363,17 @@ def generate(
     dirt_log = pd.DataFrame(
         dirt.log, columns=["source", "file", "row_number", "kind", "expected_reason"]
     )
+    dup_frame = pd.DataFrame(dup_log, columns=["source", "file", "row_number", "record_id"])
     if dcfg.truncated_last_line and cdr_files:
         dirt_log = _truncate_last_line(cdr_files[-1], dirt_log, dcfg.gzip)
+        cut = dirt_log[dirt_log.kind == "truncated_row"].iloc[0]
+        dup_frame = dup_frame[
+            ~((dup_frame.file == cut.file) & (dup_frame.row_number == cut.row_number))
+        ]
     redeliveries = _redeliver(landing, billing_files, settings, rng)
     pq.write_table(pa.Table.from_pandas(dirt_log, preserve_index=False), truth / "dirt.parquet")
     pq.write_table(
-        pa.Table.from_pandas(
-            pd.DataFrame(dup_log, columns=["source", "file", "row_number", "record_id"]),
-            preserve_index=False,
-        ),
+        pa.Table.from_pandas(dup_frame, preserve_index=False),
         truth / "duplicates.parquet",
     )
     pq.write_table(

@@ -1,0 +1,1 @@
+"""Ingest: operator extracts into a validated, partitioned Parquet lake."""

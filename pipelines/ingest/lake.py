@@ -1,0 +1,130 @@
+"""The Parquet lake: immutable parts, and one manifest per source as the commit point.
+
+A part belongs to the lake only once the source's ``_manifest.json`` lists it, and
+the manifest is replaced atomically (write, fsync, rename). A run killed at any
+moment therefore leaves the lake as the last manifest says; parts it had already
+moved in are orphans, removed by the next run. Readers go through :func:`parts` or
+:func:`register_views`, never through a directory glob.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from pipelines.ingest.contract import CONTRACTS, SCHEMA_VERSION
+
+MANIFEST = "_manifest.json"
+STAGING = "_staging"
+
+
+class LakeError(RuntimeError):
+    pass
+
+
+def manifest_path(lake: Path, source: str) -> Path:
+    return lake / source / MANIFEST
+
+
+def read_manifest(lake: Path, source: str) -> dict[str, Any]:
+    p = manifest_path(lake, source)
+    if not p.exists():
+        return {"schema_version": SCHEMA_VERSION, "source": source, "files": {}}
+    m = json.loads(p.read_text(encoding="utf-8"))
+    if m.get("schema_version") != SCHEMA_VERSION:
+        raise LakeError(
+            f"lake/{source} has schema version {m.get('schema_version')}, this code writes {SCHEMA_VERSION}: "
+            "migrate or rebuild the lake (delete it and ingest again)"
+        )
+    return m
+
+
+def write_manifest(lake: Path, source: str, manifest: dict[str, Any]) -> None:
+    p = manifest_path(lake, source)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True, ensure_ascii=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
+
+
+def parts(lake: Path, source: str) -> list[Path]:
+    """Committed Parquet parts of a source, in a stable order."""
+    files = read_manifest(lake, source)["files"]
+    return sorted(lake / source / rel for entry in files.values() for rel in entry["parts"])
+
+
+def recover(lake: Path, quarantine: Path, source: str) -> list[Path]:
+    """Delete what a killed run left behind: staging and parts no manifest lists."""
+    removed = []
+    staging = lake / STAGING / source
+    if staging.exists():
+        shutil.rmtree(staging)
+        removed.append(staging)
+    m = read_manifest(lake, source)
+    keep = {rel for e in m["files"].values() for rel in e["parts"]}
+    keep_q = {e.get("quarantine") for e in m["files"].values()}
+    root = lake / source
+    if root.exists():
+        for p in root.rglob("*.parquet"):
+            if str(p.relative_to(root)) not in keep:
+                p.unlink()
+                removed.append(p)
+        for d in sorted(root.glob("month=*")):
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+    qroot = quarantine / source
+    if qroot.exists():
+        for p in qroot.glob("*.parquet"):
+            if p.name not in keep_q:
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+def scan_sql(lake: Path, source: str) -> str:
+    """SQL reading one source as committed, with latest-delivery-wins where the contract says so."""
+    files = parts(lake, source)
+    if not files:
+        from pipelines.ingest.contract import lake_schema
+
+        cols = ", ".join(
+            f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in lake_schema(source)
+        )
+        return f"SELECT {cols} WHERE false"
+    lst = ", ".join("'" + str(p).replace("'", "''") + "'" for p in files)
+    base = f"SELECT * FROM read_parquet([{lst}], hive_partitioning = false, union_by_name = true)"
+    key = CONTRACTS[source].latest_wins_key
+    if key:
+        k = ", ".join(key)
+        return (
+            f"{base} QUALIFY row_number() OVER (PARTITION BY {k} "
+            "ORDER BY _delivered_at DESC, _source_file DESC, _row_number DESC) = 1"
+        )
+    return base
+
+
+def _duck_type(t) -> str:
+    import pyarrow as pa
+
+    return {
+        pa.string(): "VARCHAR",
+        pa.float64(): "DOUBLE",
+        pa.int64(): "BIGINT",
+        pa.int8(): "TINYINT",
+        pa.date32(): "DATE",
+        pa.timestamp("s"): "TIMESTAMP",
+    }[t]
+
+
+def register_views(con: duckdb.DuckDBPyConnection, lake: Path) -> None:
+    """``billing``, ``cdr`` and ``complaints`` views over the committed lake."""
+    for source in CONTRACTS:
+        con.execute(f"CREATE OR REPLACE VIEW {source} AS {scan_sql(lake, source)}")

@@ -1,0 +1,415 @@
+"""Ingest whatever is in the landing folder into the lake, file by file, reconciling every row.
+
+For each delivery: stream and validate into staging, quarantine bad rows, remove
+duplicates (inside the file, and against what other files already committed), move
+the parts in, then commit by rewriting the source's manifest. Every row read is
+accounted for: read = accepted + quarantined + duplicates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.config import IngestConfig, Numbering, Sources
+from pipelines.ingest import lake as lk
+from pipelines.ingest.contract import CONTRACTS, QUARANTINE_SCHEMA, SCHEMA_VERSION, lake_schema
+from pipelines.ingest.reader import Delivery, DeliveryError, discover, map_header, sniff, stream
+from pipelines.ingest.validate import validate_batch
+from pipelines.numbers import NumberPlan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FileReport:
+    file: str
+    source: str
+    path: str
+    status: str  # committed | unchanged | failed | superseded
+    read: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    duplicates_within_file: int = 0
+    duplicates_across_files: int = 0
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    months: list[str] = field(default_factory=list)
+    replaced_previous: bool = False
+    encoding: str = ""
+    delimiter: str = ""
+    seconds: float = 0.0
+    message: str = ""
+
+    @property
+    def reconciles(self) -> bool:
+        return self.read == self.accepted + self.quarantined + self.duplicates
+
+
+@dataclass
+class IngestReport:
+    started_at: str
+    files: list[FileReport] = field(default_factory=list)
+    unknown_files: list[str] = field(default_factory=list)
+    path: str = ""
+
+    @property
+    def failed(self) -> list[FileReport]:
+        return [f for f in self.files if f.status == "failed"]
+
+    def totals(self) -> dict[str, int]:
+        done = [f for f in self.files if f.status in ("committed", "failed")]
+        reasons: Counter[str] = Counter()
+        for f in done:
+            reasons.update(f.quarantined_by_reason)
+        return {
+            "files_committed": sum(f.status == "committed" for f in self.files),
+            "files_unchanged": sum(f.status == "unchanged" for f in self.files),
+            "files_failed": len(self.failed),
+            "files_superseded": sum(f.status == "superseded" for f in self.files),
+            "read": sum(f.read for f in done),
+            "accepted": sum(f.accepted for f in done if f.status == "committed"),
+            "quarantined": sum(f.quarantined for f in done),
+            "duplicates": sum(f.duplicates for f in done),
+            "quarantined_by_reason": dict(sorted(reasons.items())),
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "started_at": self.started_at,
+            "schema_version": SCHEMA_VERSION,
+            "totals": self.totals(),
+            "files": [asdict(f) | {"reconciles": f.reconciles} for f in self.files],
+            "unknown_files": self.unknown_files,
+        }
+
+    def table(self) -> list[dict]:
+        """Rows for a human: one per file that was looked at."""
+        return [
+            {
+                "file": f.file,
+                "status": f.status,
+                "read": f.read,
+                "accepted": f.accepted,
+                "quarantined": f.quarantined,
+                "duplicates": f.duplicates,
+                "reasons": ", ".join(
+                    f"{k}={v}" for k, v in sorted(f.quarantined_by_reason.items())
+                ),
+            }
+            for f in self.files
+        ]
+
+
+class IngestFailed(RuntimeError):
+    def __init__(self, report: IngestReport):
+        self.report = report
+        lines = [
+            f"  {f.file}: {f.message} (read {f.read}, quarantined {f.quarantined}: {f.quarantined_by_reason})"
+            for f in report.failed
+        ]
+        super().__init__(
+            f"{len(report.failed)} file(s) failed ingest; the lake keeps its last good state for them. "
+            f"Report: {report.path}\n" + "\n".join(lines)
+        )
+
+
+@dataclass
+class Hooks:
+    """Points where callers (progress bars, tests simulating a crash) can step in."""
+
+    before_commit: Callable[[FileReport], None] | None = None
+    after_file: Callable[[FileReport], None] | None = None
+
+
+def _connect(tmp: Path, memory_limit: str, threads: int) -> duckdb.DuckDBPyConnection:
+    tmp.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(
+        config={"memory_limit": memory_limit, "threads": threads, "temp_directory": str(tmp)}
+    )
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def _stem(d: Delivery, checksum: str) -> str:
+    base = d.name.split(".csv")[0]
+    return f"{base}-{checksum[:12]}"
+
+
+def ingest_file(
+    d: Delivery,
+    *,
+    lake: Path,
+    quarantine: Path,
+    sources: Sources,
+    plan: NumberPlan,
+    cfg: IngestConfig,
+    memory_limit: str = "2GB",
+    threads: int = 2,
+    hooks: Hooks | None = None,
+) -> FileReport:
+    """Ingest one delivery; commits it, skips it as unchanged, or fails it leaving the lake as it was."""
+    t0 = time.perf_counter()
+    hooks = hooks or Hooks()
+    contract = CONTRACTS[d.source]
+    src_cfg = getattr(sources, d.source)
+    rep = FileReport(file=d.name, source=d.source, path=str(d.path), status="failed")
+    manifest = lk.read_manifest(lake, d.source)
+    checksum = d.checksum()
+    prev = manifest["files"].get(d.name)
+    if prev and prev["sha256"] == checksum:
+        rep.status = "unchanged"
+        for k in ("read", "accepted", "quarantined", "duplicates"):
+            setattr(rep, k, prev["counts"][k])
+        rep.message = "already ingested with the same checksum"
+        return rep
+    rep.replaced_previous = prev is not None
+
+    stem = _stem(d, checksum)
+    stage = lake / lk.STAGING / d.source / stem
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    try:
+        encoding, delimiter, raw_header = sniff(d.path, src_cfg)
+        names = map_header(raw_header, src_cfg.aliases, contract.names)
+        missing = [c.name for c in contract.columns if c.required and c.name not in names]
+        if missing:
+            raise DeliveryError(f"missing required column(s) {missing}; header was {raw_header}")
+        rep.encoding, rep.delimiter = encoding, delimiter
+        schema = lake_schema(d.source)
+        staged = stage / "accepted.parquet"
+        qfile = stage / "quarantine.parquet"
+        reasons: Counter[str] = Counter()
+        with (
+            pq.ParquetWriter(staged, schema, compression="zstd") as acc_w,
+            pq.ParquetWriter(qfile, QUARANTINE_SCHEMA, compression="zstd") as q_w,
+        ):
+            for batch, rows, invalid in stream(d.path, encoding, delimiter, names, cfg.batch_bytes):
+                table = pa.Table.from_batches([batch]).select(
+                    [n for n in names if not n.startswith("_extra_")]
+                )
+                if table.num_rows:
+                    acc, rej = validate_batch(
+                        table,
+                        contract,
+                        plan,
+                        file_name=d.name,
+                        period_end=d.period_end,
+                        row_numbers=rows,
+                        delivered_at=d.delivered_at,
+                        delimiter=delimiter,
+                    )
+                    acc_w.write_table(acc)
+                    rep.read += table.num_rows
+                    rep.accepted += acc.num_rows
+                    if rej.num_rows:
+                        q_w.write_table(rej)
+                        reasons.update(rej["reason"].to_pylist())
+                if invalid:
+                    rej = pa.table(
+                        {
+                            "source": [d.source] * len(invalid),
+                            "file": [d.name] * len(invalid),
+                            "row_number": [(r.line - 1) if r.line else None for r in invalid],
+                            "reason": ["truncated_row"] * len(invalid),
+                            "column": [None] * len(invalid),
+                            "raw": [r.text for r in invalid],
+                        },
+                        schema=QUARANTINE_SCHEMA,
+                    )
+                    q_w.write_table(rej)
+                    rep.read += len(invalid)
+                    reasons.update({"truncated_row": len(invalid)})
+        rep.quarantined = sum(reasons.values())
+        rep.quarantined_by_reason = dict(sorted(reasons.items()))
+        rate = rep.quarantined / max(rep.read, 1)
+        if rep.read == 0:
+            raise DeliveryError("no data rows")
+        if rate > cfg.max_quarantine_rate:
+            failed_dir = quarantine / d.source / "failed"
+            failed_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(qfile, failed_dir / f"{stem}.parquet")
+            raise DeliveryError(
+                f"{rate:.1%} of rows quarantined, above the limit of {cfg.max_quarantine_rate:.1%}; "
+                f"rejected rows kept in {failed_dir / (stem + '.parquet')}"
+            )
+
+        # duplicates: inside the file, then against what other files already committed
+        con = _connect(stage / "duck", memory_limit, threads)
+        try:
+            key = ", ".join(contract.dedup_key)
+            order = "_row_number DESC" if contract.latest_wins_key else "_row_number"
+            src = f"read_parquet('{staged}')"
+            within = f"SELECT * FROM {src} QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {order}) = 1"
+            n_within = con.sql(f"SELECT count(*) FROM ({within})").fetchall()[0][0]
+            rep.duplicates_within_file = rep.accepted - n_within
+            months = [
+                r[0] for r in con.sql(f"SELECT DISTINCT month FROM {src} ORDER BY 1").fetchall()
+            ]
+            final = within
+            if contract.dedup_across_files:
+                others = [
+                    lake / d.source / rel
+                    for name, e in manifest["files"].items()
+                    if name != d.name
+                    for rel in e["parts"]
+                    if rel.split("/")[0] in {f"month={m}" for m in months}
+                ]
+                if others:
+                    lst = ", ".join(f"'{p}'" for p in others)
+                    cond = " AND ".join(f"e.{k} = w.{k}" for k in contract.dedup_key)
+                    final = (
+                        f"SELECT w.* FROM ({within}) w WHERE NOT EXISTS "
+                        f"(SELECT 1 FROM read_parquet([{lst}]) e WHERE {cond})"
+                    )
+            out_parts: dict[str, Path] = {}
+            kept = 0
+            for m in months:
+                target = stage / "final" / f"month={m}" / f"{stem}.parquet"
+                target.parent.mkdir(parents=True)
+                reader = con.sql(f"SELECT * FROM ({final}) WHERE month = '{m}'").to_arrow_reader(
+                    256_000
+                )
+                with pq.ParquetWriter(target, schema, compression="zstd") as w:
+                    for b in reader:
+                        t = pa.Table.from_batches([b]).select(schema.names).cast(schema)
+                        kept += t.num_rows
+                        w.write_table(t)
+                out_parts[m] = target
+        finally:
+            con.close()
+        rep.duplicates_across_files = n_within - kept
+        rep.duplicates = rep.duplicates_within_file + rep.duplicates_across_files
+        rep.accepted = kept
+        rep.months = months
+
+        # move parts in (invisible until the manifest lists them), then commit
+        rels = []
+        for m, p in out_parts.items():
+            dest = lake / d.source / f"month={m}" / p.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(p, dest)
+            rels.append(f"month={m}/{p.name}")
+        qname = None
+        if rep.quarantined:
+            (quarantine / d.source).mkdir(parents=True, exist_ok=True)
+            qname = f"{stem}.parquet"
+            os.replace(qfile, quarantine / d.source / qname)
+        if hooks.before_commit:
+            hooks.before_commit(rep)
+        manifest["files"][d.name] = {
+            "landing_path": str(d.path),
+            "size": d.size,
+            "sha256": checksum,
+            "delivered_at": d.delivered_at.isoformat(),
+            "ingested_at": dt.datetime.now(dt.UTC)
+            .replace(tzinfo=None)
+            .isoformat(timespec="seconds"),
+            "encoding": encoding,
+            "delimiter": delimiter,
+            "parts": sorted(rels),
+            "quarantine": qname,
+            "counts": {
+                "read": rep.read,
+                "accepted": rep.accepted,
+                "quarantined": rep.quarantined,
+                "duplicates": rep.duplicates,
+                "quarantined_by_reason": rep.quarantined_by_reason,
+            },
+        }
+        lk.write_manifest(lake, d.source, manifest)
+        rep.status = "committed"
+        lk.recover(lake, quarantine, d.source)  # the replaced version's parts are orphans now
+    except DeliveryError as e:
+        rep.status = "failed"
+        rep.message = str(e)
+        log.error("ingest of %s failed: %s", d.name, e)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+        rep.seconds = round(time.perf_counter() - t0, 3)
+    return rep
+
+
+def ingest_landing(
+    landing: Path,
+    *,
+    lake: Path,
+    quarantine: Path,
+    reports: Path,
+    sources: Sources,
+    numbering: Numbering,
+    cfg: IngestConfig,
+    memory_limit: str = "2GB",
+    threads: int = 2,
+    hooks: Hooks | None = None,
+    raise_on_failure: bool = True,
+) -> IngestReport:
+    """Ingest every current delivery under ``landing``; write and return the reconciliation report."""
+    started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    report = IngestReport(started_at=started.isoformat(timespec="seconds"))
+    for source in CONTRACTS:
+        lk.recover(lake, quarantine, source)
+    found = discover(landing, {k: getattr(sources, k) for k in CONTRACTS})
+    report.unknown_files = [str(p) for p in found.unknown]
+    for p in found.unknown:
+        log.warning("not a known extract (ignored): %s", p.name)
+    plan = NumberPlan.from_config(numbering)
+    try:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(found.current, desc="ingest", unit="file", disable=None)
+    except ImportError:  # pragma: no cover
+        iterator = found.current
+    for d in iterator:
+        rep = ingest_file(
+            d,
+            lake=lake,
+            quarantine=quarantine,
+            sources=sources,
+            plan=plan,
+            cfg=cfg,
+            memory_limit=memory_limit,
+            threads=threads,
+            hooks=hooks,
+        )
+        report.files.append(rep)
+        if rep.status == "committed":
+            log.info(
+                "%s: read %d = accepted %d + quarantined %d + duplicates %d",
+                d.name, rep.read, rep.accepted, rep.quarantined, rep.duplicates,
+            )  # fmt: skip
+        if hooks and hooks.after_file:
+            hooks.after_file(rep)
+    for d in found.superseded:
+        report.files.append(
+            FileReport(
+                file=d.name,
+                source=d.source,
+                path=str(d.path),
+                status="superseded",
+                message="a later copy of this name exists",
+            )
+        )
+    reports.mkdir(parents=True, exist_ok=True)
+    out = reports / f"ingest_{started.strftime('%Y%m%dT%H%M%S')}.json"
+    text = json.dumps(report.to_dict(), indent=1, ensure_ascii=False)
+    out.write_text(text, encoding="utf-8")
+    (reports / "ingest_latest.json").write_text(text, encoding="utf-8")
+    report.path = str(out)
+    if report.failed and raise_on_failure:
+        raise IngestFailed(report)
+    return report

@@ -1,0 +1,197 @@
+"""Type and check one batch of an extract, column-wise: accepted rows, and rejected rows with a reason.
+
+Each row gets at most one reason: the first rule it breaks, in contract column order,
+then the row rules. Nothing is dropped here; duplicates are judged later, on
+accepted rows only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.ingest.contract import QUARANTINE_SCHEMA, Column, SourceContract, lake_schema
+from pipelines.numbers import NumberPlan, classify_other_number, normalize_msisdn
+
+_NUM = {
+    "money": r"^-?\d+(\.\d{1,2})?$",
+    "number": r"^-?\d+(\.\d+)?$",
+    "int": r"^-?\d+$",
+}
+_FMT = {"date": "%Y-%m-%d", "timestamp": "%Y-%m-%d %H:%M:%S"}
+
+
+class _Reasons:
+    """First-failure-wins reason and column per row."""
+
+    def __init__(self, n: int):
+        self.reason = np.full(n, None, dtype=object)
+        self.column = np.full(n, None, dtype=object)
+
+    def flag(self, mask: pa.Array | np.ndarray, reason: str, column: str | None) -> None:
+        m = (
+            mask.to_numpy(zero_copy_only=False)
+            if isinstance(mask, pa.Array | pa.ChunkedArray)
+            else mask
+        )
+        m = np.asarray(m, dtype=bool) & (self.reason == None)  # noqa: E711 - elementwise
+        self.reason[m] = reason
+        self.column[m] = column
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self.reason == None  # noqa: E711
+
+
+def _filled(mask: pa.Array) -> pa.Array:
+    return pc.fill_null(mask, False)
+
+
+def _typed(col: Column, raw: pa.Array, r: _Reasons, plan: NumberPlan) -> pa.Array:
+    """Parse one column and flag its failures; returns the typed array (null where bad/empty)."""
+    v = pc.utf8_trim_whitespace(raw)
+    v = pc.if_else(pc.equal(v, ""), pa.scalar(None, pa.string()), v)
+    empty = pc.is_null(v)
+    if col.required:
+        r.flag(empty, "missing_key" if col.key else "missing_value", col.name)
+    present = pc.invert(empty)
+    k = col.kind
+    if k == "msisdn":
+        out = normalize_msisdn(v, plan)
+        r.flag(pc.and_(present, pc.is_null(out)), "malformed_msisdn", col.name)
+        return out
+    if k in _NUM:
+        good = _filled(pc.match_substring_regex(v, _NUM[k]))
+        r.flag(pc.and_(present, pc.invert(good)), "unparseable_number", col.name)
+        safe = pc.if_else(good, v, pa.scalar(None, pa.string()))
+        out = pc.cast(safe, pa.int64() if k == "int" else pa.float64())
+        if col.nonnegative:
+            r.flag(_filled(pc.less(out, 0)), "negative_value", col.name)
+        if col.lo is not None:
+            r.flag(_filled(pc.less(out, col.lo)), "out_of_range", col.name)
+        if col.hi is not None:
+            r.flag(_filled(pc.greater(out, col.hi)), "out_of_range", col.name)
+        return out
+    if k in _FMT:
+        parsed = pc.strptime(v, format=_FMT[k], unit="s", error_is_null=True)
+        # strptime rolls 30 February over to March: insist on a round trip
+        back = pc.strftime(parsed, format=_FMT[k])
+        good = _filled(pc.equal(back, v))
+        r.flag(pc.and_(present, pc.invert(good)), "unparseable_date", col.name)
+        out = pc.if_else(good, parsed, pa.scalar(None, pa.timestamp("s")))
+        return out.cast(pa.date32()) if k == "date" else out
+    if k == "month":
+        good = _filled(pc.match_substring_regex(v, r"^\d{4}(0[1-9]|1[0-2])$"))
+        r.flag(pc.and_(present, pc.invert(good)), "unparseable_date", col.name)
+        return pc.if_else(good, v, pa.scalar(None, pa.string()))
+    if k == "enum":
+        good = pc.is_in(v, value_set=pa.array(col.values, pa.string()))
+        r.flag(pc.and_(present, pc.invert(good)), "unknown_enum", col.name)
+        return pc.if_else(good, v, pa.scalar(None, pa.string()))
+    if k == "flag":
+        good = pc.is_in(v, value_set=pa.array(["0", "1"]))
+        r.flag(pc.and_(present, pc.invert(good)), "out_of_range", col.name)
+        return pc.cast(pc.if_else(good, v, pa.scalar(None, pa.string())), pa.int8())
+    return v  # plain string
+
+
+def _month_label(contract: SourceContract, typed: dict[str, pa.Array]) -> pa.Array:
+    p = typed[contract.partition_by]
+    if contract.partition_by == "bill_month":
+        return pc.binary_join_element_wise(
+            pc.utf8_slice_codeunits(p, 0, 4), pc.utf8_slice_codeunits(p, 4, 6), "-"
+        )
+    return pc.strftime(p, format="%Y-%m")
+
+
+def validate_batch(
+    batch: pa.Table,
+    contract: SourceContract,
+    plan: NumberPlan,
+    *,
+    file_name: str,
+    period_end: dt.datetime,
+    row_numbers: np.ndarray,
+    delivered_at: dt.datetime,
+    delimiter: str = ",",
+) -> tuple[pa.Table, pa.Table]:
+    """Split a batch of string columns into (typed accepted rows, quarantine rows)."""
+    n = batch.num_rows
+    r = _Reasons(n)
+    typed: dict[str, pa.Array] = {}
+    for col in contract.columns:
+        raw = (
+            batch[col.name].combine_chunks()
+            if col.name in batch.column_names
+            else pa.nulls(n, pa.string())
+        )
+        typed[col.name] = _typed(col, raw, r, plan)
+
+    end_ts = pa.scalar(period_end, pa.timestamp("s"))
+    if contract.name == "billing":
+        bm = typed["bill_month"]
+        file_month = period_end.strftime("%Y%m")
+        r.flag(_filled(pc.greater(bm, file_month)), "future_date", "bill_month")
+        act_month = pc.strftime(typed["activation_date"].cast(pa.timestamp("s")), format="%Y%m")
+        r.flag(_filled(pc.greater(act_month, bm)), "activation_after_bill_month", "activation_date")
+        total = typed["total_charge"]
+        parts = pc.subtract(
+            pc.add(
+                pc.add(pc.add(typed["voice_charge"], typed["data_charge"]), typed["sms_charge"]),
+                typed["vas_charge"],
+            ),
+            typed["discount"],
+        )
+        r.flag(
+            _filled(pc.greater(pc.abs(pc.subtract(total, parts)), 0.011)),
+            "bill_arithmetic",
+            "total_charge",
+        )
+    elif contract.name == "cdr":
+        r.flag(_filled(pc.greater(typed["start_time"], end_ts)), "future_date", "start_time")
+    elif contract.name == "complaints":
+        r.flag(_filled(pc.greater(typed["updated_at"], end_ts)), "future_date", "updated_at")
+        r.flag(
+            _filled(pc.greater(typed["opened_at"], typed["updated_at"])),
+            "opened_after_update",
+            "opened_at",
+        )
+
+    ok = pa.array(r.ok)
+    schema = lake_schema(contract.name)
+    cols: dict[str, pa.Array] = {name: typed[name] for name in contract.names}
+    if contract.name == "cdr":
+        norm, cat = classify_other_number(typed["other_number"], typed["other_operator"], plan)
+        cols["other_number"] = norm
+        cols["other_category"] = cat
+    cols["_source_file"] = pa.array([file_name] * n, pa.string())
+    cols["_row_number"] = pa.array(row_numbers, pa.int64())
+    cols["_delivered_at"] = pa.array([delivered_at] * n, pa.timestamp("s"))
+    cols["month"] = _month_label(contract, typed)
+    full = pa.table([cols[f.name] for f in schema], schema=schema)
+    accepted = full.filter(ok)
+
+    bad = np.flatnonzero(~r.ok)
+    if bad.size:
+        idx = pa.array(bad)
+        raw_cols = [pc.fill_null(batch[c].take(idx), "") for c in batch.column_names]
+        raw = (
+            pc.binary_join_element_wise(*raw_cols, delimiter) if len(raw_cols) > 1 else raw_cols[0]
+        )
+        rejected = pa.table(
+            {
+                "source": pa.array([contract.name] * bad.size, pa.string()),
+                "file": pa.array([file_name] * bad.size, pa.string()),
+                "row_number": pa.array(row_numbers[bad], pa.int64()),
+                "reason": pa.array(r.reason[bad].tolist(), pa.string()),
+                "column": pa.array(r.column[bad].tolist(), pa.string()),
+                "raw": raw,
+            },
+            schema=QUARANTINE_SCHEMA,
+        )
+    else:
+        rejected = QUARANTINE_SCHEMA.empty_table()
+    return accepted, rejected
