@@ -78,3 +78,35 @@ def synth(
         summary.landing,
         summary.truth,
     )
+
+
+def _flows(s: Settings):
+    from pipelines.runtime import prepare_environment
+
+    prepare_environment(s)
+    from pipelines import flows
+
+    return flows
+
+
+@app.command()
+def ingest(
+    no_prefect: Annotated[
+        bool, typer.Option("--no-prefect", help="Run the library step directly.")
+    ] = False,
+) -> None:
+    """Validate the landing folder into the Parquet lake (quarantine, reconciliation report)."""
+    from pipelines.ingest.run import IngestFailed
+
+    s = settings()
+    try:
+        if no_prefect:
+            from pipelines import steps
+
+            totals = steps.ingest(s).totals()
+        else:
+            totals = _flows(s).ingest_flow(s)
+    except IngestFailed as e:
+        typer.secho(str(e), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(totals, indent=2))

@@ -147,11 +147,32 @@ class ChurnDefinition(_Strict):
     prepaid_inactivity_months: int = Field(3, ge=1, le=12)
 
 
+class FeatureRules(_Strict):
+    """Business thresholds from DOMAIN.md; operators tune them here, not in code."""
+
+    member_min_bill: float = Field(1000.0, gt=0)
+    vip_min_bill: float = Field(500.0, gt=0)
+    alert_bill_ratio: float = Field(3.0, gt=1)
+    high_points: int = Field(5000, ge=0)
+    heavy_data_overage: float = Field(30.0, ge=0)
+    heavy_voice_overage: float = Field(20.0, ge=0)
+    silent_usage_drop: float = Field(-0.3, lt=0)
+    night_start_hour: int = Field(22, ge=0, le=23)
+    night_end_hour: int = Field(6, ge=0, le=23)
+
+    @model_validator(mode="after")
+    def _tiers(self) -> FeatureRules:
+        if self.vip_min_bill >= self.member_min_bill:
+            raise ValueError("vip_min_bill must be below member_min_bill")
+        return self
+
+
 class FeatureConfig(_Strict):
     snapshot_months: list[str] = Field(default_factory=list)
+    rules: FeatureRules = Field(default_factory=FeatureRules)
     min_history_months: int = Field(3, ge=1)
     duckdb_memory_limit: str = "4GB"
-    duckdb_threads: int = Field(2, ge=1)
+    duckdb_threads: int = Field(1, ge=1)
 
     @field_validator("snapshot_months")
     @classmethod

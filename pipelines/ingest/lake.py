@@ -55,10 +55,21 @@ def write_manifest(lake: Path, source: str, manifest: dict[str, Any]) -> None:
     os.replace(tmp, p)
 
 
-def parts(lake: Path, source: str) -> list[Path]:
-    """Committed Parquet parts of a source, in a stable order."""
+def parts(lake: Path, source: str, max_month: str | None = None) -> list[Path]:
+    """Committed Parquet parts of a source, in a stable order; up to ``max_month`` (YYYY-MM) if given."""
     files = read_manifest(lake, source)["files"]
-    return sorted(lake / source / rel for entry in files.values() for rel in entry["parts"])
+    rels = [rel for entry in files.values() for rel in entry["parts"]]
+    if max_month is not None:
+        rels = [r for r in rels if r.split("/", 1)[0].removeprefix("month=") <= max_month]
+    return sorted(lake / source / r for r in rels)
+
+
+def months(lake: Path, source: str) -> list[str]:
+    """Months (YYYY-MM) that hold committed data of a source."""
+    files = read_manifest(lake, source)["files"]
+    return sorted(
+        {rel.split("/", 1)[0].removeprefix("month=") for e in files.values() for rel in e["parts"]}
+    )
 
 
 def recover(lake: Path, quarantine: Path, source: str) -> list[Path]:
@@ -89,9 +100,13 @@ def recover(lake: Path, quarantine: Path, source: str) -> list[Path]:
     return removed
 
 
-def scan_sql(lake: Path, source: str) -> str:
-    """SQL reading one source as committed, with latest-delivery-wins where the contract says so."""
-    files = parts(lake, source)
+def scan_sql(lake: Path, source: str, max_month: str | None = None) -> str:
+    """SQL reading one source as committed, with latest-delivery-wins where the contract says so.
+
+    With ``max_month`` only partitions up to that month are read: the point-in-time
+    guarantee starts here, before any filter in a feature query.
+    """
+    files = parts(lake, source, max_month)
     if not files:
         from pipelines.ingest.contract import lake_schema
 
@@ -124,7 +139,11 @@ def _duck_type(t) -> str:
     }[t]
 
 
-def register_views(con: duckdb.DuckDBPyConnection, lake: Path) -> None:
-    """``billing``, ``cdr`` and ``complaints`` views over the committed lake."""
+def register_views(
+    con: duckdb.DuckDBPyConnection, lake: Path, max_month: str | None = None, suffix: str = ""
+) -> None:
+    """``billing``, ``cdr`` and ``complaints`` views (names + ``suffix``) over the committed lake."""
     for source in CONTRACTS:
-        con.execute(f"CREATE OR REPLACE VIEW {source} AS {scan_sql(lake, source)}")
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {source}{suffix} AS {scan_sql(lake, source, max_month)}"
+        )

@@ -1,0 +1,44 @@
+"""Usage from billing: voice minutes and data, their level and trend (fading usage precedes leaving)."""
+
+from __future__ import annotations
+
+from features.catalog import Feature
+from features.context import MONTH_IDX, SnapshotContext
+
+F = "usage"
+FEATURES = [
+    Feature("voice_minutes_1m", F, "1m", "billed voice minutes in T", "minutes"),
+    Feature("voice_minutes_3m", F, "3m", "mean monthly billed voice minutes over T-2..T", "minutes"),
+    Feature("voice_minutes_change_vs_prev3m", F, "1m vs 3m", "voice minutes of T / mean of T-3..T-1 minus 1", "ratio"),
+    Feature("voice_minutes_trend_6m", F, "6m", "least-squares slope of monthly voice minutes over T-5..T", "minutes/month"),
+    Feature("data_mb_1m", F, "1m", "mobile data used in T", "MB"),
+    Feature("data_mb_3m", F, "3m", "mean monthly mobile data over T-2..T", "MB"),
+    Feature("data_mb_change_vs_prev3m", F, "1m vs 3m", "data of T / mean of T-3..T-1 minus 1", "ratio"),
+    Feature("data_mb_trend_6m", F, "6m", "least-squares slope of monthly data over T-5..T", "MB/month"),
+    Feature("sms_count_1m", F, "1m", "billed SMS in T", "messages"),
+]  # fmt: skip
+
+
+def sql(ctx: SnapshotContext) -> str:
+    def change(col: str) -> str:
+        return (
+            f"CASE WHEN count(*) FILTER (WHERE ago BETWEEN 1 AND 3) = 3 AND avg({col}) FILTER (WHERE ago BETWEEN 1 AND 3) > 0 "
+            f"THEN max({col}) FILTER (WHERE ago = 0) / avg({col}) FILTER (WHERE ago BETWEEN 1 AND 3) - 1 END"
+        )
+
+    return f"""
+    WITH b AS (SELECT *, {ctx.idx} - {MONTH_IDX} AS ago FROM billing_t WHERE bill_month <= '{ctx.ym}')
+    SELECT
+        msisdn,
+        CAST(max(voice_minutes) FILTER (WHERE ago = 0) AS DOUBLE) AS voice_minutes_1m,
+        avg(voice_minutes) FILTER (WHERE ago <= 2) AS voice_minutes_3m,
+        {change("voice_minutes")} AS voice_minutes_change_vs_prev3m,
+        CASE WHEN count(*) >= 3 THEN regr_slope(voice_minutes, -ago) END AS voice_minutes_trend_6m,
+        max(data_mb) FILTER (WHERE ago = 0) AS data_mb_1m,
+        avg(data_mb) FILTER (WHERE ago <= 2) AS data_mb_3m,
+        {change("data_mb")} AS data_mb_change_vs_prev3m,
+        CASE WHEN count(*) >= 3 THEN regr_slope(data_mb, -ago) END AS data_mb_trend_6m,
+        CAST(max(sms_count) FILTER (WHERE ago = 0) AS DOUBLE) AS sms_count_1m
+    FROM b WHERE ago BETWEEN 0 AND 5
+    GROUP BY msisdn
+    """
