@@ -1,1 +1,1 @@
-"""models."""
+"""Churn models: calibrated LightGBM with scikit-learn conventions, baselines, evaluation, MLflow."""

@@ -110,3 +110,68 @@ def ingest(
         typer.secho(str(e), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(totals, indent=2))
+
+
+@app.command()
+def features(
+    month: Annotated[
+        list[str] | None,
+        typer.Option("--month", "-m", help="Snapshot month(s) YYYY-MM; default: all."),
+    ] = None,
+    no_prefect: Annotated[
+        bool, typer.Option("--no-prefect", help="Run the library step directly.")
+    ] = False,
+) -> None:
+    """Build point-in-time feature snapshots and the feature catalog from the lake."""
+    s = settings()
+    if no_prefect:
+        from pipelines import steps
+
+        rep = steps.build_features(s, month)
+        out = {
+            "months": rep.months,
+            "rows": rep.rows,
+            "churn_rate": rep.churn_rate,
+            "catalog": rep.catalog,
+        }
+    else:
+        out = _flows(s).build_features_flow(s, month)
+    typer.echo(json.dumps(out, indent=2))
+
+
+@app.command()
+def train(
+    table: Annotated[
+        Path | None, typer.Option(help="Bring your own customer-level table (parquet or csv).")
+    ] = None,
+    id_col: Annotated[
+        str | None, typer.Option(help="Customer id column of --table (dropped before training).")
+    ] = None,
+    label_col: Annotated[str | None, typer.Option(help="0/1 label column of --table.")] = None,
+    time_col: Annotated[
+        str | None, typer.Option(help="Period column of --table for an out-of-time split.")
+    ] = None,
+    no_prefect: Annotated[
+        bool, typer.Option("--no-prefect", help="Run the library step directly.")
+    ] = False,
+) -> None:
+    """Train the calibrated LightGBM churn model and baselines; track and register in MLflow."""
+    from pipelines import steps
+
+    s = settings()
+    if table is not None:
+        if not (id_col and label_col):
+            typer.secho("--table needs --id-col and --label-col", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+        from pipelines.runtime import prepare_environment
+
+        prepare_environment(s)
+        res = steps.train_table(s, table, id_col=id_col, label_col=label_col, time_col=time_col)
+    elif no_prefect:
+        from pipelines.runtime import prepare_environment
+
+        prepare_environment(s)
+        res = steps.train(s)
+    else:
+        res = _flows(s).train_flow(s)
+    typer.echo(res.summary() if hasattr(res, "summary") else json.dumps(res, indent=2))

@@ -183,6 +183,43 @@ class FeatureConfig(_Strict):
         return v
 
 
+class LGBMParams(_Strict):
+    n_estimators: int = Field(800, ge=10)
+    learning_rate: float = Field(0.03, gt=0, le=1)
+    num_leaves: int = Field(31, ge=2)
+    max_depth: int = Field(8, ge=-1)
+    min_child_samples: int = Field(40, ge=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    subsample_freq: int = Field(1, ge=0)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    reg_lambda: float = Field(1.0, ge=0)
+    n_jobs: int = Field(2, ge=1)
+
+
+class EMPConfig(_Strict):
+    clv: float = Field(200.0, gt=0)
+    incentive: float = Field(10.0, ge=0)
+    contact_cost: float = Field(1.0, ge=0)
+    alpha: float = Field(6.0, gt=0)
+    beta: float = Field(14.0, gt=0)
+
+
+class ModelConfig(_Strict):
+    name: str = "churn-model"
+    experiment: str = "churn-early-warning"
+    tracking_uri: str = ""  # empty: SQLite under paths.mlflow
+    promotion_metric: Literal["roc_auc", "pr_auc", "top_decile_lift", "emp"] = "roc_auc"
+    retrain_every_months: int = Field(3, ge=1)
+    seed: int = 42
+    early_stopping_rounds: int = Field(50, ge=5)
+    calibration: Literal["auto", "isotonic", "sigmoid"] = "auto"
+    capacity_share: float = Field(0.05, gt=0, le=1)
+    min_label_coverage: float = Field(0.99, gt=0, le=1)
+    value_horizon_months: int = Field(12, ge=1)
+    lgbm: LGBMParams = Field(default_factory=LGBMParams)
+    emp: EMPConfig = Field(default_factory=EMPConfig)
+
+
 class Settings(_Strict):
     paths: Paths = Field(default_factory=Paths)
     synth: SynthConfig = Field(default_factory=SynthConfig)
@@ -191,6 +228,12 @@ class Settings(_Strict):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     churn: ChurnDefinition = Field(default_factory=ChurnDefinition)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+
+    def tracking_uri(self) -> str:
+        if self.model.tracking_uri:
+            return self.model.tracking_uri
+        return f"sqlite:///{self.path('mlflow') / 'mlflow.db'}"
 
     def path(self, name: str) -> Path:
         return self.paths.resolve(name)

@@ -6,6 +6,8 @@ library. Every step here runs without Prefect.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pipelines.config import Settings
 from pipelines.ingest.run import IngestReport, ingest_landing
 
@@ -22,4 +24,68 @@ def ingest(settings: Settings, *, raise_on_failure: bool = True) -> IngestReport
         memory_limit=settings.features.duckdb_memory_limit,
         threads=2,
         raise_on_failure=raise_on_failure,
+    )
+
+
+def build_features(settings: Settings, months: list[str] | None = None):
+    from features.build import build_features as build
+
+    return build(
+        settings.path("lake"),
+        settings.path("features"),
+        settings.churn,
+        settings.features,
+        months=months,
+        temp_dir=settings.path("data_dir") / "tmp" / "duckdb",
+    )
+
+
+def train(settings: Settings, lgbm_overrides: dict | None = None):
+    """Train on the feature snapshots; register in MLflow; promote only a better model."""
+    from features.build import model_features, read_snapshots
+    from models.train import fingerprint_files, train_and_register
+
+    feats_dir = settings.path("features")
+    frame = read_snapshots(feats_dir)
+    files = sorted(feats_dir.glob("snapshot=*/features.parquet"))
+    lineage = {
+        "snapshot_months": sorted(frame.snapshot_month.unique().tolist()),
+        "rows_per_snapshot": frame.groupby("snapshot_month").size().to_dict(),
+        "feature_files_fingerprint": fingerprint_files(files),
+    }
+    return train_and_register(
+        frame.drop(columns=["msisdn"]),
+        settings,
+        feature_cols=model_features(),
+        label_col="label_churn",
+        time_col="snapshot_month",
+        id_col=None,
+        lineage=lineage,
+        catalog=feats_dir / "catalog.md",
+        lgbm_overrides=lgbm_overrides,
+    )
+
+
+def train_table(
+    settings: Settings, table: Path, *, id_col: str, label_col: str, time_col: str | None = None
+):
+    """Bring your own customer-level table: every numeric column but id, label and time is a feature."""
+    import pandas as pd
+
+    from models.train import fingerprint_files, train_and_register
+
+    frame = pd.read_parquet(table) if table.suffix == ".parquet" else pd.read_csv(table)
+    missing = [c for c in (id_col, label_col, time_col) if c and c not in frame.columns]
+    if missing:
+        raise ValueError(f"{table} has no column(s) {missing}; columns are {list(frame.columns)}")
+    skip = {id_col, label_col, time_col}
+    feats = [c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])]
+    return train_and_register(
+        frame.drop(columns=[id_col]),
+        settings,
+        feature_cols=feats,
+        label_col=label_col,
+        time_col=time_col,
+        id_col=None,
+        lineage={"table": str(table), "table_fingerprint": fingerprint_files([table])},
     )

@@ -49,3 +49,19 @@ def ingested(world):
     """The session world, ingested once (tests that change the lake work on copies)."""
     report = run_ingest(world)
     return world, report
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A 6,000-subscriber, 11-month operator taken through ingest, features and training."""
+    from pipelines import steps
+    from pipelines.runtime import prepare_environment
+
+    root = tmp_path_factory.mktemp("modelworld")
+    s = make_settings(root, subscribers=6000, months=11, seed=21)
+    prepare_environment(s)
+    generate(s, s.path("landing"), s.path("truth"), show_progress=False)
+    steps.ingest(s)
+    steps.build_features(s)
+    result = steps.train(s)
+    return s, result

@@ -1,0 +1,158 @@
+"""The churn model and its baselines, as scikit-learn estimators.
+
+:class:`ChurnModel` is LightGBM with early stopping on an out-of-time validation
+month, then calibrated on that month (isotonic or sigmoid, whichever has the lower
+Brier score in a two-fold check). Classes are not reweighted: the probabilities are
+meant to be read as probabilities.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+
+def make_lgbm(params: dict[str, Any], seed: int) -> lgb.LGBMClassifier:
+    """Unfitted LightGBM with the configured hyper-parameters."""
+    return lgb.LGBMClassifier(
+        objective="binary",
+        random_state=seed,
+        verbose=-1,
+        deterministic=True,
+        force_row_wise=True,
+        **params,
+    )
+
+
+def _as_float(X: pd.DataFrame) -> pd.DataFrame:
+    # pandas 3 strings and nullable ints are not LightGBM input: plain float64, NaN for missing
+    return X.astype("float64")
+
+
+class ChurnModel(ClassifierMixin, BaseEstimator):
+    """Calibrated LightGBM churn classifier."""
+
+    def __init__(
+        self,
+        lgbm_params: dict | None = None,
+        seed: int = 42,
+        early_stopping_rounds: int = 50,
+        calibration: str = "auto",
+    ):
+        self.lgbm_params = lgbm_params
+        self.seed = seed
+        self.early_stopping_rounds = early_stopping_rounds
+        self.calibration = calibration
+
+    def fit(self, X: pd.DataFrame, y, X_val: pd.DataFrame | None = None, y_val=None) -> ChurnModel:
+        X = _as_float(X)
+        y = np.asarray(y, dtype=int)
+        if X_val is None:
+            raise ValueError("ChurnModel needs an out-of-time validation set (X_val, y_val)")
+        X_val = _as_float(X_val[X.columns])
+        y_val = np.asarray(y_val, dtype=int)
+        est = make_lgbm(self.lgbm_params or {}, self.seed)
+        est.fit(
+            X, y, eval_X=(X_val,), eval_y=(y_val,), eval_metric="binary_logloss",
+            callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+        )  # fmt: skip
+        self.estimator_ = est
+        self.best_iteration_ = int(est.best_iteration_ or est.n_estimators)
+        self.calibration_method_ = self._choose_method(est, X_val, y_val)
+        self.calibrator_ = CalibratedClassifierCV(
+            FrozenEstimator(est), method=self.calibration_method_
+        ).fit(X_val, y_val)
+        self.classes_ = np.array([0, 1])
+        self.feature_names_in_ = np.array(X.columns)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _choose_method(self, est, X_val, y_val) -> str:
+        if self.calibration != "auto":
+            return self.calibration
+        scores = {}
+        folds = StratifiedKFold(2, shuffle=True, random_state=self.seed)
+        for method in ("isotonic", "sigmoid"):
+            s = []
+            for a, b in folds.split(X_val, y_val):
+                cal = CalibratedClassifierCV(FrozenEstimator(est), method=method).fit(
+                    X_val.iloc[a], y_val[a]
+                )
+                s.append(brier_score_loss(y_val[b], cal.predict_proba(X_val.iloc[b])[:, 1]))
+            scores[method] = float(np.mean(s))
+        self.calibration_scores_ = scores
+        return min(scores, key=scores.get)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        return self.calibrator_.predict_proba(_as_float(X[list(self.feature_names_in_)]))
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+    def raw_margin(self, X: pd.DataFrame) -> np.ndarray:
+        """LightGBM log-odds before calibration (what SHAP values add up to)."""
+        return self.estimator_.predict(_as_float(X[list(self.feature_names_in_)]), raw_score=True)
+
+    def contributions(self, X: pd.DataFrame) -> np.ndarray:
+        """Per-feature SHAP values in log-odds, last column the expected value (LightGBM pred_contrib)."""
+        return self.estimator_.predict(
+            _as_float(X[list(self.feature_names_in_)]), pred_contrib=True
+        )
+
+
+def make_logistic(seed: int):
+    """Baseline: standardised logistic regression with median imputation."""
+    return make_pipeline(
+        SimpleImputer(strategy="median"),
+        StandardScaler(),
+        LogisticRegression(max_iter=2000, C=0.5, random_state=seed),
+    )
+
+
+class OperatorRules(ClassifierMixin, BaseEstimator):
+    """Baseline: the operators' own rules from DOMAIN.md turned into a score.
+
+    One point each for an alert bill, an unresolved complaint, and short tenure with a
+    low balance (or arrears); ties broken by dropped calls. No learning: ``fit`` only
+    records the base rate used to turn points into a probability-like score.
+    """
+
+    def __init__(self, short_tenure_months: int = 12, low_balance: float = 20.0):
+        self.short_tenure_months = short_tenure_months
+        self.low_balance = low_balance
+
+    def fit(self, X: pd.DataFrame, y) -> OperatorRules:
+        pts = self._points(X)
+        y = np.asarray(y, dtype=int)
+        self.rate_by_points_ = {int(p): float(y[pts == p].mean()) for p in np.unique(pts)}
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def _points(self, X: pd.DataFrame) -> np.ndarray:
+        alert = X["alert_bill"].fillna(0).to_numpy() > 0
+        complaint = X["open_complaints"].fillna(0).to_numpy() > 0
+        short = (X["tenure_months"].fillna(999).to_numpy() < self.short_tenure_months) & (
+            (X["balance"].fillna(0).to_numpy() < self.low_balance)
+            | (X["arrears"].fillna(0).to_numpy() > 0)
+        )
+        return alert.astype(int) + complaint.astype(int) + short.astype(int)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        pts = self._points(X)
+        base = np.array([self.rate_by_points_.get(int(p), np.nan) for p in pts])
+        base = np.where(np.isnan(base), pts / 3.0, base)
+        tie = 1e-3 * X["dropped_call_rate_3m"].fillna(0).to_numpy()
+        p = np.clip(base + tie, 0, 1)
+        return np.column_stack([1 - p, p])

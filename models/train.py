@@ -1,0 +1,341 @@
+"""Train, evaluate out of time, track in MLflow, register, and promote only a better model.
+
+The split is by month: the latest fully labelled snapshot is the test, the one before
+it validates (early stopping, calibration), older ones train. The phone number is
+dropped before anything reaches MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from models import plots
+from models.estimator import ChurnModel, OperatorRules, make_logistic
+from models.evaluate import evaluate
+from pipelines.config import Settings
+
+log = logging.getLogger(__name__)
+
+PIP_REQUIREMENTS = [
+    "lightgbm==4.7.0",
+    "scikit-learn==1.9.1",
+    "pandas==3.1.1",
+    "numpy==2.4.6",
+    "scipy==1.17.1",
+    "mlflow==3.17.2",
+]
+RULE_COLUMNS = {
+    "alert_bill",
+    "open_complaints",
+    "tenure_months",
+    "balance",
+    "arrears",
+    "dropped_call_rate_3m",
+}
+
+
+class TrainingDataError(ValueError):
+    pass
+
+
+@dataclass
+class Split:
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    train_periods: list[str] = field(default_factory=list)
+    valid_period: str = ""
+    test_period: str = ""
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_uri: str
+    registered_name: str
+    version: str
+    alias: str  # champion | challenger
+    decision: str
+    metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    test_period: str
+    feature_columns: list[str]
+
+    def summary(self) -> str:
+        m = self.metrics
+        lines = [
+            f"model {self.registered_name} v{self.version} -> {self.alias} ({self.decision})",
+            f"out-of-time test {self.test_period}: AUC {m['roc_auc']:.3f}  PR-AUC {m['pr_auc']:.3f}  "
+            f"top-decile lift {m['top_decile_lift']:.2f}  ECE {m['ece']:.4f}  Brier {m['brier']:.4f}  "
+            f"EMP {m['emp']:.3f} at {m['emp_contact_fraction']:.1%} contacted",
+        ]
+        for name, b in self.baselines.items():
+            lines.append(
+                f"  baseline {name:<9} AUC {b['roc_auc']:.3f}  top-decile lift {b['top_decile_lift']:.2f}"
+            )
+        return "\n".join(lines)
+
+
+def labelled_periods(
+    df: pd.DataFrame, time_col: str, label_col: str, min_coverage: float
+) -> list[str]:
+    cover = df.groupby(time_col)[label_col].apply(lambda s: s.notna().mean())
+    return sorted(cover.index[cover >= min_coverage].astype(str))
+
+
+def time_split(
+    df: pd.DataFrame, time_col: str | None, label_col: str, min_coverage: float, seed: int
+) -> Split:
+    """Out-of-time split; without a time column a stratified 60/20/20 split (one period only)."""
+    if time_col:
+        # coverage is judged before unlabelled rows are dropped: a month labelled only for
+        # postpaid subscribers would be a biased test
+        periods = labelled_periods(
+            df.assign(**{time_col: df[time_col].astype(str)}), time_col, label_col, min_coverage
+        )
+    df = df[df[label_col].notna()].copy()
+    df[label_col] = df[label_col].astype(int)
+    if time_col:
+        if len(periods) < 3:
+            raise TrainingDataError(
+                f"need at least 3 fully labelled periods in '{time_col}' (train, validation, test), found {periods}"
+            )
+        t = df[time_col].astype(str)
+        return Split(
+            df[t.isin(periods[:-2])],
+            df[t == periods[-2]],
+            df[t == periods[-1]],
+            periods[:-2],
+            periods[-2],
+            periods[-1],
+        )
+    rng = np.random.default_rng(seed)
+    u = rng.random(len(df))
+    return Split(
+        df[u < 0.6],
+        df[(u >= 0.6) & (u < 0.8)],
+        df[u >= 0.8],
+        ["random 60%"],
+        "random 20%",
+        "random 20%",
+    )
+
+
+def fingerprint_files(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def setup_mlflow(settings: Settings) -> str:
+    """Point MLflow at the configured store; create the experiment with its artifact folder."""
+    uri = settings.tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    name = settings.model.experiment
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        art = settings.path("mlflow") / "artifacts"
+        art.mkdir(parents=True, exist_ok=True)
+        mlflow.create_experiment(name, artifact_location=art.as_uri())
+    mlflow.set_experiment(name)
+    return uri
+
+
+def _own_types(model) -> list[str]:
+    """The classes our own freshly fitted model is made of: safe to trust when loading it back (skops)."""
+    import skops.io
+
+    return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+
+
+def _score(model, X: pd.DataFrame) -> np.ndarray:
+    return model.predict_proba(X)[:, 1]
+
+
+def _champion_metric(
+    client: MlflowClient, settings: Settings, X: pd.DataFrame, y: np.ndarray, clv, test_period: str
+) -> tuple[str, float] | None:
+    """The champion's score on the same test snapshot; -inf when it cannot be compared fairly."""
+    name = settings.model.name
+    try:
+        mv = client.get_model_version_by_alias(name, "champion")
+    except mlflow.exceptions.MlflowException:
+        return None
+    seen = client.get_run(mv.run_id).data.params if mv.run_id else {}
+    if test_period in seen.get("train_periods", "").split(",") + [seen.get("valid_period", "")]:
+        return mv.version, float(
+            "-inf"
+        )  # the champion learned from this month: its score would flatter it
+    champ = mlflow.sklearn.load_model(f"models:/{name}@champion")
+    if list(getattr(champ, "feature_names_in_", [])) != list(X.columns):
+        return mv.version, float(
+            "-inf"
+        )  # a champion on other features cannot be compared: replace it
+    m = evaluate(
+        y,
+        _score(champ, X),
+        capacity_share=settings.model.capacity_share,
+        emp=settings.model.emp,
+        clv=clv,
+    )
+    return mv.version, m[settings.model.promotion_metric]
+
+
+def train_and_register(
+    frame: pd.DataFrame,
+    settings: Settings,
+    *,
+    feature_cols: list[str],
+    label_col: str,
+    time_col: str | None,
+    id_col: str | None,
+    lineage: dict | None = None,
+    catalog: Path | None = None,
+    lgbm_overrides: dict | None = None,
+) -> TrainResult:
+    mcfg = settings.model
+    split = time_split(frame, time_col, label_col, mcfg.min_label_coverage, mcfg.seed)
+    for part, d in (("train", split.train), ("validation", split.valid), ("test", split.test)):
+        if d[label_col].nunique() < 2:
+            raise TrainingDataError(
+                f"the {part} set has a single class; more months or subscribers are needed"
+            )
+    Xtr, ytr = split.train[feature_cols], split.train[label_col].to_numpy()
+    Xva, yva = split.valid[feature_cols], split.valid[label_col].to_numpy()
+    Xte, yte = split.test[feature_cols], split.test[label_col].to_numpy()
+    clv = (
+        (split.test["arpu_3m"].clip(lower=0) * mcfg.value_horizon_months).to_numpy()
+        if "arpu_3m" in split.test
+        else None
+    )
+
+    params = mcfg.lgbm.model_dump() | (lgbm_overrides or {})
+    model = ChurnModel(
+        params,
+        seed=mcfg.seed,
+        early_stopping_rounds=mcfg.early_stopping_rounds,
+        calibration=mcfg.calibration,
+    )
+    model.fit(Xtr, ytr, Xva, yva)
+    baselines_models = {
+        "logistic": make_logistic(mcfg.seed).fit(Xtr.astype(float).fillna(np.nan), ytr)
+    }
+    if set(feature_cols) >= RULE_COLUMNS:
+        baselines_models["rules"] = OperatorRules().fit(Xtr, ytr)
+    scores = {"lightgbm": _score(model, Xte)}
+    scores |= {n: _score(m, Xte.astype(float)) for n, m in baselines_models.items()}
+    kw = dict(capacity_share=mcfg.capacity_share, emp=mcfg.emp, clv=clv)
+    metrics = evaluate(yte, scores["lightgbm"], **kw)
+    valid_metrics = evaluate(yva, _score(model, Xva), **kw | {"clv": None})
+    baselines = {n: evaluate(yte, s, **kw) for n, s in scores.items() if n != "lightgbm"}
+
+    setup_mlflow(settings)
+    client = MlflowClient()
+    lineage = (lineage or {}) | {
+        "train_periods": split.train_periods,
+        "valid_period": split.valid_period,
+        "test_period": split.test_period,
+        "rows": {"train": len(split.train), "valid": len(split.valid), "test": len(split.test)},
+        "config_fingerprint": settings.fingerprint(),
+    }
+    with mlflow.start_run(run_name=f"lightgbm-{split.test_period}") as run:
+        mlflow.log_params(
+            {f"lgbm_{k}": v for k, v in params.items()}
+            | {
+                "calibration": model.calibration_method_,
+                "best_iteration": model.best_iteration_,
+                "n_features": len(feature_cols),
+                "train_periods": ",".join(split.train_periods),
+                "valid_period": split.valid_period,
+                "test_period": split.test_period,
+                "label_col": label_col,
+            }
+        )
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+        mlflow.log_metrics({f"valid_{k}": v for k, v in valid_metrics.items()})
+        for n, b in baselines.items():
+            mlflow.log_metrics({f"baseline_{n}_{k}": v for k, v in b.items()})
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            for fname, fn in plots.ALL.items():
+                fig = fn(yte, scores)
+                fig.savefig(tmp / fname, dpi=110, bbox_inches="tight")
+                plt.close(fig)
+            (tmp / "lineage.json").write_text(json.dumps(lineage, indent=1, default=str))
+            (tmp / "feature_columns.json").write_text(json.dumps(feature_cols))
+            mlflow.log_artifacts(str(tmp), artifact_path="evaluation")
+        if catalog is not None and catalog.exists():
+            mlflow.log_artifact(str(catalog), artifact_path="features")
+        example = Xte.head(5).astype(float)
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(example, model.predict_proba(example)),
+            input_example=example,
+            pip_requirements=PIP_REQUIREMENTS,
+            pyfunc_predict_fn="predict_proba",
+            registered_model_name=mcfg.name,
+            serialization_format="skops",
+            skops_trusted_types=_own_types(model),
+        )
+        version = str(info.registered_model_version)
+        metric = mcfg.promotion_metric
+        current = _champion_metric(client, settings, Xte, yte, clv, split.test_period)
+        if current is None:
+            alias, decision = "champion", f"first model: champion on {metric}={metrics[metric]:.4f}"
+        elif not np.isfinite(current[1]):
+            alias, decision = (
+                "champion",
+                f"champion v{current[0]} cannot be compared on {split.test_period} (trained on it or on other features)",
+            )
+        elif metrics[metric] > current[1]:
+            alias, decision = (
+                "champion",
+                f"beats champion v{current[0]} on {metric}: {metrics[metric]:.4f} > {current[1]:.4f}",
+            )
+        else:
+            alias, decision = (
+                "challenger",
+                f"does not beat champion v{current[0]} on {metric}: {metrics[metric]:.4f} <= {current[1]:.4f}",
+            )
+        client.set_registered_model_alias(mcfg.name, alias, version)
+        mlflow.set_tags(
+            {"promotion": alias, "promotion_decision": decision, "model_version": version}
+        )
+        mlflow.log_metric("promoted", 1.0 if alias == "champion" else 0.0)
+        if current is not None and np.isfinite(current[1]):
+            mlflow.log_metric(f"champion_test_{metric}", current[1])
+    res = TrainResult(
+        run_id=run.info.run_id,
+        model_uri=info.model_uri,
+        registered_name=mcfg.name,
+        version=version,
+        alias=alias,
+        decision=decision,
+        metrics=metrics,
+        baselines=baselines,
+        test_period=split.test_period,
+        feature_columns=feature_cols,
+    )
+    log.info("%s", res.summary())
+    return res
+
+
+def result_dict(res: TrainResult) -> dict:
+    return asdict(res)

@@ -1,0 +1,174 @@
+"""Models: out-of-time quality against the truth, behaviour, MLflow round trip, promotion gate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from features.build import model_features, read_snapshots
+from models.estimator import ChurnModel, OperatorRules
+from models.evaluate import expected_calibration_error, lift_at
+from pipelines import steps
+from pipelines.synth.deliver import load_truth
+
+
+@pytest.fixture(scope="module")
+def test_month(trained):
+    s, res = trained
+    df = read_snapshots(s.path("features"), [res.test_period])
+    model = mlflow.sklearn.load_model(res.model_uri)
+    return df[df.label_churn.notna()].reset_index(drop=True), model
+
+
+def test_evaluation_helpers_on_hand_made_scores():
+    y = np.array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0])
+    p = np.array([0.9, 0.8, 0.1, 0.1, 0.7, 0.1, 0.1, 0.1, 0.1, 0.1])
+    assert lift_at(y, p, 0.1) == pytest.approx(1 / 0.2)
+    assert expected_calibration_error(np.array([0, 1]), np.array([0.0, 1.0]), bins=2) == 0.0
+
+
+def test_out_of_time_quality_against_truth_and_baselines(trained, test_month):
+    s, res = trained
+    df, _ = test_month
+    truth = load_truth(s.path("truth"))["hazard"]
+    t = df.merge(truth[truth.month == res.test_period], on="msisdn")
+    best = roc_auc_score(t.label_churn, t.hazard + t.leaving)  # the true latent risk
+    m = res.metrics
+    assert m["roc_auc"] >= 0.9 * best, (m["roc_auc"], best)
+    for name in ("logistic", "rules"):
+        assert m["roc_auc"] > res.baselines[name]["roc_auc"], name
+        assert m["top_decile_lift"] > res.baselines[name]["top_decile_lift"], name
+    assert m["ece"] <= 0.03
+    assert res.test_period == "2025-07"  # latest fully labelled month of an 11-month world
+
+
+def test_more_complaints_or_dropped_calls_never_lower_risk_on_average(test_month):
+    df, model = test_month
+    X = df[model_features()]
+    base = model.predict_proba(X)[:, 1]
+    for col, bump in (
+        ("open_complaints", 2),
+        ("dropped_call_rate_3m", 0.08),
+        ("dropped_call_rate_1m", 0.08),
+    ):
+        more = X.assign(**{col: X[col].fillna(0) + bump})
+        assert model.predict_proba(more)[:, 1].mean() >= base.mean(), col
+
+
+def test_shuffling_a_planted_driver_hurts_test_auc(test_month):
+    df, model = test_month
+    X = df[model_features()]
+    y = df.label_churn.astype(int)
+    auc = roc_auc_score(y, model.predict_proba(X)[:, 1])
+    rng = np.random.default_rng(0)
+    drops = {}
+    for col in (
+        "calls_change_vs_prev3m",
+        "tenure_months",
+    ):  # fading usage and short tenure are planted
+        shuffled = X.assign(**{col: rng.permutation(X[col].to_numpy())})
+        drops[col] = auc - roc_auc_score(y, model.predict_proba(shuffled)[:, 1])
+    assert drops["calls_change_vs_prev3m"] > 0.01, drops
+    assert all(d > 0 for d in drops.values()), drops
+
+
+def test_champion_loads_in_a_fresh_process_and_scores_identically(trained, test_month, tmp_path):
+    s, res = trained
+    df, model = test_month
+    X = df[model_features()].astype(float)
+    X.to_parquet(tmp_path / "x.parquet")
+    code = f"""
+import mlflow, pandas as pd, numpy as np
+mlflow.set_tracking_uri({s.tracking_uri()!r})
+m = mlflow.pyfunc.load_model("models:/{s.model.name}@champion")
+p = np.asarray(m.predict(pd.read_parquet({str(tmp_path / "x.parquet")!r})))
+np.save({str(tmp_path / "p.npy")!r}, p)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    fresh = np.load(tmp_path / "p.npy")
+    assert fresh.shape == (len(X), 2)
+    np.testing.assert_array_equal(fresh[:, 1], model.predict_proba(X)[:, 1])
+
+
+def test_a_worse_challenger_does_not_replace_the_champion(trained):
+    s, res = trained
+    client = MlflowClient(s.tracking_uri())
+    before = str(client.get_model_version_by_alias(s.model.name, "champion").version)
+    worse = steps.train(
+        s, lgbm_overrides={"n_estimators": 3, "num_leaves": 2, "learning_rate": 0.01}
+    )
+    assert worse.alias == "challenger" and "does not beat" in worse.decision
+    assert str(client.get_model_version_by_alias(s.model.name, "champion").version) == before
+    assert (
+        str(client.get_model_version_by_alias(s.model.name, "challenger").version) == worse.version
+    )
+    run = client.get_run(worse.run_id)
+    assert run.data.tags["promotion"] == "challenger" and run.data.metrics["promoted"] == 0.0
+
+
+def test_runs_log_metrics_plots_lineage_and_no_phone_numbers(trained):
+    s, res = trained
+    client = MlflowClient(s.tracking_uri())
+    run = client.get_run(res.run_id)
+    for k in ("test_roc_auc", "test_pr_auc", "test_lift_1pct", "test_top_decile_lift", "test_brier", "test_ece",
+              "test_emp", "test_emp_contact_fraction", "test_emp_own_value", "test_precision_at_capacity",
+              "baseline_logistic_roc_auc", "baseline_rules_roc_auc"):  # fmt: skip
+        assert k in run.data.metrics, k
+    names = {a.path for a in client.list_artifacts(res.run_id, "evaluation")}
+    assert {
+        "evaluation/roc.png",
+        "evaluation/calibration.png",
+        "evaluation/gains_lift.png",
+        "evaluation/lineage.json",
+    } <= names
+    lineage = json.loads(
+        open(
+            mlflow.artifacts.download_artifacts(
+                run_id=res.run_id, artifact_path="evaluation/lineage.json"
+            )
+        ).read()
+    )
+    assert lineage["test_period"] == res.test_period and lineage["feature_files_fingerprint"]
+    # no subscriber number anywhere in the tracking store or its artifacts
+    numbers = set(read_snapshots(s.path("features"), [res.test_period]).msisdn.head(300))
+    blob = b"".join(p.read_bytes() for p in s.path("mlflow").rglob("*") if p.is_file())
+    assert not [n for n in numbers if n.encode() in blob]
+
+
+def test_operator_rules_score_points():
+    X = pd.DataFrame({"alert_bill": [1, 0, 0], "open_complaints": [1, 0, 0], "tenure_months": [3, 100, 3],
+                      "balance": [5.0, 100.0, 100.0], "arrears": [0.0, 0.0, 0.0], "dropped_call_rate_3m": [0.0, 0.0, 0.0]})  # fmt: skip
+    r = OperatorRules().fit(X, [1, 0, 0])
+    p = r.predict_proba(X)[:, 1]
+    assert p[0] > p[2] >= p[1]
+
+
+def test_bring_your_own_table(tmp_path):
+    from tests.conftest import make_settings
+
+    s = make_settings(tmp_path)
+    s.model.name = "byo-model"
+    rng = np.random.default_rng(1)
+    n = 6000
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(-3 + 1.5 * x1)))).astype(int)
+    t = pd.DataFrame({"cust": [f"c{i}" for i in range(n)], "period": rng.choice(["2024Q1", "2024Q2", "2024Q3", "2024Q4"], n),
+                      "x1": x1, "x2": x2, "churned": y})  # fmt: skip
+    path = tmp_path / "t.parquet"
+    t.to_parquet(path)
+    res = steps.train_table(s, path, id_col="cust", label_col="churned", time_col="period")
+    assert res.test_period == "2024Q4" and res.alias == "champion"
+    assert res.feature_columns == ["x1", "x2"] and res.metrics["roc_auc"] > 0.7
+
+
+def test_churn_model_requires_out_of_time_validation():
+    with pytest.raises(ValueError, match="validation"):
+        ChurnModel().fit(pd.DataFrame({"a": [1.0, 2.0]}), [0, 1])
