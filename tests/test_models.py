@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -129,13 +130,10 @@ def test_runs_log_metrics_plots_lineage_and_no_phone_numbers(trained):
         "evaluation/gains_lift.png",
         "evaluation/lineage.json",
     } <= names
-    lineage = json.loads(
-        open(
-            mlflow.artifacts.download_artifacts(
-                run_id=res.run_id, artifact_path="evaluation/lineage.json"
-            )
-        ).read()
+    lineage_path = mlflow.artifacts.download_artifacts(
+        run_id=res.run_id, artifact_path="evaluation/lineage.json"
     )
+    lineage = json.loads(Path(lineage_path).read_text())
     assert lineage["test_period"] == res.test_period and lineage["feature_files_fingerprint"]
     # no subscriber number anywhere in the tracking store or its artifacts
     numbers = set(read_snapshots(s.path("features"), [res.test_period]).msisdn.head(300))
