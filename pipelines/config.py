@@ -220,6 +220,61 @@ class ModelConfig(_Strict):
     emp: EMPConfig = Field(default_factory=EMPConfig)
 
 
+class ReasonGroup(_Strict):
+    features: list[str]
+    en: str
+    zh: str
+
+
+class ReasonConfig(_Strict):
+    groups: dict[str, ReasonGroup]
+
+    @model_validator(mode="after")
+    def _unique(self) -> ReasonConfig:
+        seen: dict[str, str] = {}
+        for g, rg in self.groups.items():
+            for f in rg.features:
+                if f in seen:
+                    raise ValueError(f"feature {f} is in reason groups {seen[f]} and {g}")
+                seen[f] = g
+        return self
+
+
+class PublishConfig(_Strict):
+    show_full_msisdn: bool = False
+    capacity_share: float = Field(0.05, gt=0, le=1)
+    capacity_per_channel: dict[str, int] = Field(default_factory=dict)
+    channel_by_tier: dict[Literal["member", "vip", "ordinary"], str]
+    revisit_months: dict[Literal["member", "vip", "ordinary"], int]
+    complaint_callback_days: int = Field(3, ge=0)
+    control_share: float = Field(0.10, ge=0, lt=1)
+    acceptance_rate: float = Field(0.3, gt=0, le=1)
+    incentive: float = Field(10.0, ge=0)
+    contact_cost: float = Field(1.0, ge=0)
+    contact_history: str = ""
+    do_not_contact: str = ""
+    explain_sample: int = Field(200, ge=10)
+
+
+class OrchestrationConfig(_Strict):
+    monthly_cron: str = "0 3 3 * *"
+    timezone: str = "Asia/Shanghai"
+    task_retries: int = Field(2, ge=0)
+    retry_delay_seconds: float = Field(5, ge=0)
+    cache_days: int = Field(40, ge=0)
+    fail_once: list[Literal["ingest", "features", "train", "score", "publish"]] = Field(
+        default_factory=list
+    )
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
+
+    @field_validator("monthly_cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError(f"a cron schedule has 5 fields, got {v!r}")
+        return v
+
+
 class Settings(_Strict):
     paths: Paths = Field(default_factory=Paths)
     synth: SynthConfig = Field(default_factory=SynthConfig)
@@ -229,6 +284,9 @@ class Settings(_Strict):
     churn: ChurnDefinition = Field(default_factory=ChurnDefinition)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    reasons: ReasonConfig
+    publish: PublishConfig
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 
     def tracking_uri(self) -> str:
         if self.model.tracking_uri:
@@ -237,6 +295,12 @@ class Settings(_Strict):
 
     def path(self, name: str) -> Path:
         return self.paths.resolve(name)
+
+    def crm_file(self, configured: str, default_name: str) -> Path:
+        if configured:
+            p = Path(configured).expanduser()
+            return p if p.is_absolute() else self.path("data_dir") / p
+        return self.path("data_dir") / "crm" / default_name
 
     def fingerprint(self) -> str:
         """Short stable hash of the effective configuration (for manifests and lineage)."""

@@ -1,9 +1,14 @@
 """Prefect flows: thin wiring of :mod:`pipelines.steps` into tasks, with artifacts for people.
 
+Every step is a flow of its own (run on demand) and a subflow of ``monthly_refresh``.
 Import this module only after :func:`pipelines.runtime.prepare_environment`.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -12,38 +17,182 @@ from pipelines import steps
 from pipelines.config import Settings, load_config
 from pipelines.ingest.run import IngestFailed
 
+_DEFAULT_RETRIES = load_config().orchestration
+
 
 def _settings(settings: Settings | None) -> Settings:
     return settings if settings is not None else load_config()
 
 
-@task(name="ingest-landing", retries=2, retry_delay_seconds=5)
+def _features_cache_key(context, parameters) -> str:
+    """Features are reusable while the lake, the config and the written snapshots are unchanged."""
+    s: Settings = parameters["settings"]
+    h = hashlib.sha256(s.fingerprint().encode())
+    h.update(json.dumps(parameters.get("months")).encode())
+    for src in ("billing", "cdr", "complaints"):
+        m = s.path("lake") / src / "_manifest.json"
+        h.update(m.read_bytes() if m.exists() else b"-")
+    for p in sorted(s.path("features").glob("snapshot=*/features.parquet")):
+        st = p.stat()
+        h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return "features-" + h.hexdigest()[:24]
+
+
+RETRY = dict(
+    retries=_DEFAULT_RETRIES.task_retries, retry_delay_seconds=_DEFAULT_RETRIES.retry_delay_seconds
+)
+
+
+@task(name="ingest-landing", **RETRY)
 def ingest_task(settings: Settings) -> dict:
-    logger = get_run_logger()
+    steps.fault_drill(settings, "ingest")
     try:
         report = steps.ingest(settings)
     except IngestFailed as e:
         create_table_artifact(
-            key="ingest-reconciliation", table=e.report.table(), description=str(e)
+            key="ingest-reconciliation", table=e.report.table(), description=str(e)[:2000]
         )
         raise
-    totals = report.totals()
+    t = report.totals()
     create_table_artifact(
         key="ingest-reconciliation",
         table=report.table(),
-        description=(
-            f"read {totals['read']} = accepted {totals['accepted']} + quarantined {totals['quarantined']}"
-            f" + duplicates {totals['duplicates']}; report {report.path}"
+        description=f"read {t['read']} = accepted {t['accepted']} + quarantined {t['quarantined']} + duplicates {t['duplicates']}",
+    )
+    get_run_logger().info("ingest totals: %s", t)
+    return t
+
+
+@task(
+    name="build-features",
+    cache_key_fn=_features_cache_key,
+    persist_result=True,
+    cache_expiration=timedelta(days=40),
+    **RETRY,
+)
+def features_task(settings: Settings, months: list[str] | None = None) -> dict:
+    steps.fault_drill(settings, "features")
+    rep = steps.build_features(settings, months)
+    rows = [
+        {
+            "snapshot": m,
+            "subscribers": rep.rows[m],
+            "labelled": rep.labelled[m],
+            "churn_rate": rep.churn_rate[m],
+        }
+        for m in rep.months
+    ]
+    create_table_artifact(
+        key="feature-snapshots",
+        table=rows,
+        description=f"{len(rep.months)} snapshots; catalog {rep.catalog}",
+    )
+    return {
+        "months": rep.months,
+        "rows": rep.rows,
+        "churn_rate": rep.churn_rate,
+        "catalog": rep.catalog,
+    }
+
+
+@task(name="train-model", **RETRY)
+def train_task(settings: Settings) -> dict:
+    steps.fault_drill(settings, "train")
+    res = steps.train(settings)
+    link = f"{settings.orchestration.mlflow_ui_url}/#/experiments/0/runs/{res.run_id}"
+    metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in res.metrics.items())
+    base = "\n".join(
+        f"| {n} | {b['roc_auc']:.4f} | {b['top_decile_lift']:.2f} |"
+        for n, b in res.baselines.items()
+    )
+    create_markdown_artifact(
+        key="model-metrics",
+        markdown=(
+            f"## {res.registered_name} v{res.version}: {res.alias}\n\n{res.decision}\n\n"
+            f"MLflow run `{res.run_id}` ([open]({link})), tracking URI `{settings.tracking_uri()}`\n\n"
+            f"Out-of-time test {res.test_period}\n\n| metric | value |\n|---|---|\n{metrics}\n\n"
+            f"| baseline | AUC | top-decile lift |\n|---|---|---|\n{base}\n"
         ),
     )
-    logger.info("ingest totals: %s", totals)
-    return totals
+    return {"version": res.version, "alias": res.alias, "run_id": res.run_id, "test_period": res.test_period,
+            "roc_auc": res.metrics["roc_auc"], "decision": res.decision}  # fmt: skip
 
 
-@flow(name="ingest", log_prints=False)
+@task(name="score-snapshot", **RETRY)
+def score_task(settings: Settings, month: str | None = None) -> dict:
+    steps.fault_drill(settings, "score")
+    r = steps.score(settings, month)
+    return {
+        "month": r.month,
+        "scored": r.scored,
+        "model_version": r.model_version,
+        "shap_max_abs_diff": r.shap_max_abs_diff,
+    }
+
+
+@task(name="publish-lists", **RETRY)
+def publish_task(settings: Settings, month: str | None = None) -> dict:
+    steps.fault_drill(settings, "publish")
+    m = steps.publish(settings, month)
+    c = m["counts"]
+    rows = [{"by": "channel", "group": k, "subscribers": v} for k, v in c["by_channel"].items()]
+    rows += [{"by": "tier", "group": k, "subscribers": v} for k, v in c["by_tier"].items()]
+    create_table_artifact(
+        key="retention-lists",
+        table=rows,
+        description=(
+            f"{m['snapshot_month']}: {c['selected']} on the list ({c['control_group']} control), "
+            f"{c['complaint_callbacks']} complaint callbacks; model v{m['model_version']}"
+        ),
+    )
+    return {"month": m["snapshot_month"], "counts": c}
+
+
+@flow(name="ingest")
 def ingest_flow(settings: Settings | None = None) -> dict:
     """Validate new deliveries in the landing folder into the Parquet lake."""
     return ingest_task(_settings(settings))
 
 
-__all__ = ["create_markdown_artifact", "ingest_flow"]
+@flow(name="build-features")
+def build_features_flow(settings: Settings | None = None, months: list[str] | None = None) -> dict:
+    """Point-in-time feature snapshots and labels from the lake."""
+    return features_task(_settings(settings), months)
+
+
+@flow(name="train")
+def train_flow(settings: Settings | None = None) -> dict:
+    """Train, evaluate out of time, register; promote only a better model."""
+    return train_task(_settings(settings))
+
+
+@flow(name="score")
+def score_flow(settings: Settings | None = None, month: str | None = None) -> dict:
+    """Score a snapshot with the champion and explain it."""
+    return score_task(_settings(settings), month)
+
+
+@flow(name="publish")
+def publish_flow(settings: Settings | None = None, month: str | None = None) -> dict:
+    """Ranked retention lists, per channel, with manifest, diff and report."""
+    return publish_task(_settings(settings), month)
+
+
+@flow(name="monthly-refresh")
+def monthly_refresh(
+    month: str | None = None, settings: Settings | None = None, force_retrain: bool = False
+) -> dict:
+    """ingest -> features -> train (when due) -> score -> publish, for `month` (default: the latest)."""
+    s = _settings(settings)
+    logger = get_run_logger()
+    out = {"ingest": ingest_flow(s), "features": build_features_flow(s)}
+    due, why = steps.retrain_due(s)
+    if due or force_retrain:
+        logger.info("retraining: %s", "forced" if force_retrain else why)
+        out["train"] = train_flow(s)
+    else:
+        logger.info("no retraining: %s", why)
+        out["train"] = {"skipped": why}
+    out["score"] = score_flow(s, month)
+    out["publish"] = publish_flow(s, out["score"]["month"])
+    return out

@@ -89,3 +89,63 @@ def train_table(
         id_col=None,
         lineage={"table": str(table), "table_fingerprint": fingerprint_files([table])},
     )
+
+
+def score(settings: Settings, month: str | None = None):
+    from pipelines.publish import score as run
+
+    return run(settings, month)
+
+
+def publish(settings: Settings, month: str | None = None) -> dict:
+    from pipelines.publish import publish as run
+
+    return run(settings, month)
+
+
+class InjectedFault(RuntimeError):
+    """Raised on purpose by the fault drill (orchestration.fail_once) to prove retries work."""
+
+
+def fault_drill(settings: Settings, step: str) -> None:
+    """First attempt of a drilled step fails; the retry finds the marker and goes on."""
+    if step not in settings.orchestration.fail_once:
+        return
+    marker = settings.path("prefect_home") / f"fault-drill-{step}"
+    if marker.exists():
+        marker.unlink()
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    raise InjectedFault(f"fault drill: {step} fails on its first attempt")
+
+
+def retrain_due(settings: Settings) -> tuple[bool, str]:
+    """Retrain when there is no champion, or its test month is retrain_every_months behind the data."""
+    import mlflow
+    import pandas as pd
+    import pyarrow.parquet as pq
+    from mlflow.tracking import MlflowClient
+
+    from models.train import setup_mlflow
+
+    setup_mlflow(settings)
+    client = MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(settings.model.name, "champion")
+    except mlflow.exceptions.MlflowException:
+        return True, "no champion yet"
+    tested = client.get_run(mv.run_id).data.params.get("test_period", "")
+    covered = []
+    for p in sorted(settings.path("features").glob("snapshot=*/features.parquet")):
+        lab = pq.read_table(p, columns=["label_churn"])["label_churn"]
+        if len(lab) and 1 - lab.null_count / len(lab) >= settings.model.min_label_coverage:
+            covered.append(p.parent.name.removeprefix("snapshot="))
+    if not covered or not tested:
+        return False, "no newer labelled month"
+    gap = (pd.Period(covered[-1], freq="M") - pd.Period(tested, freq="M")).n
+    due = gap >= settings.model.retrain_every_months
+    return (
+        due,
+        f"champion v{mv.version} tested on {tested}; latest labelled month {covered[-1]} ({gap} months later)",
+    )
