@@ -257,3 +257,28 @@ def demo(
             ]
         )
     )
+
+
+@app.command()
+def serve(
+    paused: Annotated[bool, typer.Option(help="Register the schedule paused.")] = False,
+) -> None:
+    """Serve the Prefect deployments: the monthly refresh on its cron schedule, each step on demand.
+
+    Needs a Prefect server (PREFECT_API_URL); see the README for a local one on 127.0.0.1.
+    """
+    import os
+
+    s = settings()
+    flows = _flows(s)
+    if not os.environ.get("PREFECT_API_URL"):
+        typer.secho(
+            "PREFECT_API_URL is not set: schedules only fire with a running Prefect server "
+            "(prefect server start --host 127.0.0.1), see README.",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(2)
+    from prefect import serve as prefect_serve
+
+    prefect_serve(*flows.deployments(s, paused=paused))

@@ -36,6 +36,7 @@ class Paths(_Strict):
     lake: Path = Path("lake")
     quarantine: Path = Path("quarantine")
     features: Path = Path("features")
+    scores: Path = Path("scores")  # internal: full numbers, never handed out
     outputs: Path = Path("outputs")
     truth: Path = Path("truth")
     reports: Path = Path("reports")

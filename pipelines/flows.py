@@ -196,3 +196,24 @@ def monthly_refresh(
     out["score"] = score_flow(s, month)
     out["publish"] = publish_flow(s, out["score"]["month"])
     return out
+
+
+def deployments(settings: Settings, *, paused: bool = False) -> list:
+    """The monthly refresh on its cron schedule and every step on demand, with this config baked in."""
+    from prefect.schedules import Cron
+
+    o = settings.orchestration
+    params = {"settings": settings.model_dump(mode="json")}
+    monthly = monthly_refresh.to_deployment(
+        name="monthly-refresh",
+        schedule=Cron(o.monthly_cron, timezone=o.timezone),
+        parameters=params,
+        paused=paused,
+        description="ingest -> features -> train when due -> score -> publish",
+        tags=["churn", "scheduled"],
+    )
+    on_demand = [
+        f.to_deployment(name=f.name, parameters=params, tags=["churn", "on-demand"])
+        for f in (ingest_flow, build_features_flow, train_flow, score_flow, publish_flow)
+    ]
+    return [monthly, *on_demand]

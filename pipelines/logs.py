@@ -29,3 +29,5 @@ def setup_logging(level: str = "INFO") -> None:
         handler.addFilter(MaskPhoneNumbers())
         root.addHandler(handler)
     root.setLevel(level.upper())
+    for noisy in ("httpx", "httpcore", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -104,7 +104,7 @@ def score(settings: Settings, month: str | None = None) -> ScoreResult:
     )
     out["model_version"] = version
     out["run_id"] = run_id
-    target = settings.path("outputs") / "scores" / month / "scores.parquet"
+    target = settings.path("scores") / month / "scores.parquet"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(".scores.parquet.tmp")
     out.to_parquet(tmp, index=False)
@@ -289,7 +289,7 @@ def publish(settings: Settings, month: str | None = None) -> dict:
     """Apply the outreach policy to the scores and write the month's lists, manifest, diff and report."""
     cfg = settings.publish
     month = month or latest_snapshot(settings.path("features"))
-    scored = pd.read_parquet(settings.path("outputs") / "scores" / month / "scores.parquet")
+    scored = pd.read_parquet(settings.path("scores") / month / "scores.parquet")
     as_of = (pd.Period(month, freq="M") + 1).start_time - pd.Timedelta(seconds=1)
     values = policy.expected_values(scored, cfg, settings.model.value_horizon_months)
     ranked = policy.rank(values)
