@@ -65,3 +65,21 @@ def trained(tmp_path_factory):
     steps.build_features(s)
     result = steps.train(s)
     return s, result
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One ephemeral Prefect API for the session (real Prefect, temporary database)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def flow_world(tmp_path_factory):
+    """A tiny operator for orchestration tests: 1,500 subscribers, 10 months, generated only."""
+    root = tmp_path_factory.mktemp("flowworld")
+    s = make_settings(root, subscribers=1500, months=10, seed=5)
+    generate(s, s.path("landing"), s.path("truth"), show_progress=False)
+    return s
