@@ -70,14 +70,14 @@ def test_served_monthly_refresh_runs_through_a_real_server(flow_world, tmp_path)
     logs.mkdir()
     server = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        env=env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
     )  # fmt: skip
     serve = None
     try:
         _wait_healthy(api, server)
         env["PREFECT_API_URL"] = api
         serve = subprocess.Popen(
-            [str(BIN / "churn"), "serve"], env=env, stdout=open(logs / "serve.log", "w"),
+            [str(BIN / "churn"), "serve"], env=env, stdout=open(logs / "serve.log", "w"),  # noqa: SIM115
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         trigger = """
