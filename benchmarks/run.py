@@ -1,0 +1,213 @@
+"""`make bench`: throughput and peak memory of each stage on a large generated operator.
+
+Every stage runs in its own child process so its peak resident memory (ru_maxrss) is
+its own. Figures are printed and saved to <data_dir>/bench/results.json; they are
+measurements, never assertions.
+
+Environment: BENCH_SUBSCRIBERS (default 100000), BENCH_MONTHS (12), BENCH_DIR
+(default data/bench), BENCH_DUCKDB_MEMORY (features memory limit, default 2GB).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(os.environ.get("BENCH_DIR", "data/bench")).resolve()
+N = int(os.environ.get("BENCH_SUBSCRIBERS", "100000"))
+M = int(os.environ.get("BENCH_MONTHS", "12"))
+MEM = os.environ.get("BENCH_DUCKDB_MEMORY", "2GB")
+
+
+def _settings():
+    from pipelines.config import load_config
+
+    return load_config(
+        overrides={
+            "paths": {"data_dir": str(ROOT / "world")},
+            "synth": {"subscribers": N, "months": M},
+            "features": {"duckdb_memory_limit": MEM},
+        }
+    )
+
+
+def stage_synth() -> dict:
+    from pipelines.synth.deliver import generate
+
+    s = _settings()
+    summ = generate(s, s.path("landing"), s.path("truth"), show_progress=False)
+    return {"seconds": summ.seconds, "rows": summ.rows, "bytes_on_disk": summ.bytes_on_disk}
+
+
+def _largest_cdr() -> Path:
+    s = _settings()
+    return max(s.path("landing").glob("cdr_*.csv*"), key=lambda p: p.stat().st_size)
+
+
+def stage_ingest_file() -> dict:
+    """Our ingest of the largest CDR file alone, into an empty lake."""
+    import shutil
+
+    from pipelines.config import load_config
+    from pipelines.ingest.reader import discover
+    from pipelines.ingest.run import ingest_file
+    from pipelines.numbers import NumberPlan
+
+    s = _settings()
+    src = _largest_cdr()
+    work = ROOT / "ingest_one"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "landing").mkdir(parents=True)
+    os.link(src, work / "landing" / src.name)
+    d = discover(work / "landing", {"cdr": s.sources.cdr}).current[0]
+    t0 = time.perf_counter()
+    rep = ingest_file(d, lake=work / "lake", quarantine=work / "q", sources=s.sources,
+                      plan=NumberPlan.from_config(s.numbering), cfg=s.ingest)  # fmt: skip
+    sec = time.perf_counter() - t0
+    del load_config
+    return {
+        "file": src.name,
+        "bytes": src.stat().st_size,
+        "rows": rep.read,
+        "seconds": sec,
+        "status": rep.status,
+    }
+
+
+def stage_bare_pyarrow() -> dict:
+    """The floor: pyarrow's multithreaded CSV reader straight into one Parquet file, no checks."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    src = _largest_cdr()
+    out = ROOT / "bare.parquet"
+    t0 = time.perf_counter()
+    reader = pacsv.open_csv(src, read_options=pacsv.ReadOptions(block_size=32 << 20),
+                            parse_options=pacsv.ParseOptions(invalid_row_handler=lambda r: "skip"))  # fmt: skip
+    rows = 0
+    with pq.ParquetWriter(out, reader.schema, compression="zstd") as w:
+        for b in reader:
+            w.write_batch(b)
+            rows += b.num_rows
+    sec = time.perf_counter() - t0
+    return {"rows": rows, "seconds": sec, "bytes": src.stat().st_size}
+
+
+def stage_ingest_all() -> dict:
+    from pipelines import steps
+
+    s = _settings()
+    t0 = time.perf_counter()
+    rep = steps.ingest(s, raise_on_failure=False)
+    return {"seconds": time.perf_counter() - t0, "totals": rep.totals()}
+
+
+def stage_features() -> dict:
+    from pipelines import steps
+
+    s = _settings()
+    t0 = time.perf_counter()
+    rep = steps.build_features(s)
+    return {
+        "seconds": time.perf_counter() - t0,
+        "snapshots": len(rep.months),
+        "rows": sum(rep.rows.values()),
+        "memory_limit": MEM,
+    }
+
+
+def stage_train() -> dict:
+    from pipelines import steps
+    from pipelines.runtime import prepare_environment
+
+    s = _settings()
+    prepare_environment(s)
+    t0 = time.perf_counter()
+    res = steps.train(s)
+    return {
+        "seconds": time.perf_counter() - t0,
+        "roc_auc": res.metrics["roc_auc"],
+        "test_period": res.test_period,
+    }
+
+
+def stage_score() -> dict:
+    from pipelines import steps
+    from pipelines.runtime import prepare_environment
+
+    s = _settings()
+    prepare_environment(s)
+    t0 = time.perf_counter()
+    r = steps.score(s)
+    t1 = time.perf_counter()
+    steps.publish(s)
+    t2 = time.perf_counter()
+    return {"score_explain_seconds": t1 - t0, "publish_seconds": t2 - t1, "scored": r.scored,
+            "score_explain_seconds_per_100k": (t1 - t0) * 100_000 / max(r.scored, 1)}  # fmt: skip
+
+
+STAGES = {
+    "synth": stage_synth,
+    "ingest_file": stage_ingest_file,
+    "bare_pyarrow": stage_bare_pyarrow,
+    "ingest_all": stage_ingest_all,
+    "features": stage_features,
+    "train": stage_train,
+    "score": stage_score,
+}
+
+
+def _child(stage: str) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--stage", stage], capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"stage {stage} failed:\n{out.stderr[-4000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["peak_rss_mb"] = round(max(peak, before) / 1024, 1)  # ru_maxrss is in KiB on Linux
+    return res
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--stage":
+        res = STAGES[sys.argv[2]]()
+        print(json.dumps(res, default=str))
+        return
+    ROOT.mkdir(parents=True, exist_ok=True)
+    results = {"subscribers": N, "months": M, "cores": os.cpu_count()}
+    for stage in STAGES:
+        print(f"... {stage}", flush=True)
+        results[stage] = _child(stage)
+    ing, bare = results["ingest_file"], results["bare_pyarrow"]
+    ratio = bare["seconds"] / ing["seconds"]
+    lines = [
+        f"Benchmarks: {N:,} subscribers x {M} months, {os.cpu_count()} cores",
+        f"synth           {results['synth']['seconds']:8.1f} s   {sum(results['synth']['rows'].values()):,} rows, "
+        f"{results['synth']['bytes_on_disk'] / 1e9:.2f} GB on disk, peak {results['synth']['peak_rss_mb']:,.0f} MB",
+        f"ingest (1 CDR)  {ing['seconds']:8.1f} s   {ing['rows'] / ing['seconds']:,.0f} rows/s, "
+        f"{ing['bytes'] / 1e6 / ing['seconds']:.1f} MB/s, peak {ing['peak_rss_mb']:,.0f} MB  ({ing['file']}, {ing['bytes'] / 1e6:.0f} MB)",
+        f"bare pyarrow    {bare['seconds']:8.1f} s   {bare['rows'] / bare['seconds']:,.0f} rows/s, "
+        f"{bare['bytes'] / 1e6 / bare['seconds']:.1f} MB/s, peak {bare['peak_rss_mb']:,.0f} MB",
+        f"ingest / bare pyarrow throughput ratio: {ratio:.2f}",
+        f"ingest (all)    {results['ingest_all']['seconds']:8.1f} s   {results['ingest_all']['totals']['read']:,} rows, "
+        f"peak {results['ingest_all']['peak_rss_mb']:,.0f} MB",
+        f"features        {results['features']['seconds']:8.1f} s   {results['features']['snapshots']} snapshots, "
+        f"{results['features']['rows']:,} rows, DuckDB limit {MEM}, peak {results['features']['peak_rss_mb']:,.0f} MB",
+        f"train           {results['train']['seconds']:8.1f} s   test AUC {results['train']['roc_auc']:.3f}, peak {results['train']['peak_rss_mb']:,.0f} MB",
+        f"score+explain   {results['score']['score_explain_seconds']:8.1f} s   {results['score']['scored']:,} subscribers = "
+        f"{results['score']['score_explain_seconds_per_100k']:.1f} s per 100,000; publish {results['score']['publish_seconds']:.1f} s",
+    ]
+    results["ingest_vs_bare_pyarrow"] = ratio
+    (ROOT / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Notebooks run top to bottom on a generated world, show no phone number, and are stored without outputs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+PHONE = re.compile(r"(?<![\d.])1[3-9]\d{9}(?!\d)|1\d\d\*{4}\d{4}")
+
+
+def _texts(nb) -> list[str]:
+    out = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            if "text" in o:
+                out.append(o["text"])
+            for mime in ("text/plain", "text/html", "text/markdown"):
+                if mime in o.get("data", {}):
+                    out.append(o["data"][mime])
+            if o.get("output_type") == "error":
+                out.append("\n".join(o.get("traceback", [])))
+    return out
+
+
+def test_there_are_four_notebooks_stored_without_outputs():
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04"]
+    for p in NOTEBOOKS:
+        nb = nbformat.read(p, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, p.name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_and_shows_no_phone_number(path, trained, monkeypatch, tmp_path):
+    s, _ = trained
+    monkeypatch.setenv("CHURN__PATHS__DATA_DIR", str(s.path("data_dir")))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    texts = _texts(nb)
+    assert any(texts), "the notebook produced no output at all"
+    leaks = [m.group(0) for t in texts for m in PHONE.finditer(t)]
+    assert not leaks, leaks[:5]
