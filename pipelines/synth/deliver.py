@@ -227,39 +227,32 @@ class _Dirt:
         return dirty
 
 
+def _write_atomic(data: bytes, path: Path, gz: bool) -> None:
+    """Write via a temporary name; gzip without a timestamp so bytes are reproducible for a seed."""
+    if gz:
+        buf = io.BytesIO()
+        with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0) as f:
+            f.write(data)
+        data = buf.getvalue()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def _write_csv(
     df: pd.DataFrame, path: Path, *, delimiter: str = ",", encoding: str = "utf-8", gz: bool = False
 ) -> None:
-    """Minimal quoting like a BOSS export; gzip without a timestamp so bytes are reproducible."""
-    text = df.to_csv(index=False, sep=delimiter, lineterminator="\n")
-    data = text.encode(encoding)
-    tmp = path.with_name(path.name + ".tmp")
-    if gz:
-        with (
-            open(tmp, "wb") as raw,
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f,
-        ):
-            f.write(data)
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Minimal quoting, like a BOSS export."""
+    _write_atomic(
+        df.to_csv(index=False, sep=delimiter, lineterminator="\n").encode(encoding), path, gz
+    )
 
 
 def _write_cdr(t: pa.Table, path: Path, gz: bool) -> None:
     buf = io.BytesIO()
     buf.write((",".join(t.column_names) + "\n").encode())
     pacsv.write_csv(t, buf, pacsv.WriteOptions(include_header=False, quoting_style="none"))
-    data = buf.getvalue().replace(b"\r\n", b"\n")
-    tmp = path.with_name(path.name + ".tmp")
-    if gz:
-        with (
-            open(tmp, "wb") as raw,
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f,
-        ):
-            f.write(data)
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
+    _write_atomic(buf.getvalue().replace(b"\r\n", b"\n"), path, gz)
 
 
 def generate(
@@ -430,16 +423,9 @@ def _truncate_last_line(path: Path, dirt_log: pd.DataFrame, gz: bool) -> pd.Data
     cut = body.rfind(b"\n") + 1
     last = body[cut:]
     truncated = body[:cut] + last[: max(1, len(last) // 2)]
-    if gz:
-        buf = io.BytesIO()
-        with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0) as f:
-            f.write(truncated)
-        path.write_bytes(buf.getvalue())
-    else:
-        path.write_bytes(truncated)
-    n_records = body.count(
-        b"\n"
-    )  # header line excluded by counting newlines before the last record
+    _write_atomic(truncated, path, gz)
+    # records = newlines before the last record (the header line is not a record)
+    n_records = body.count(b"\n")
     name = path.name
     dirt_log = dirt_log[~((dirt_log["file"] == name) & (dirt_log["row_number"] == n_records))]
     row = {
