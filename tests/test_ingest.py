@@ -295,3 +295,48 @@ def test_complaint_satisfaction_range_and_update_order():
     )  # fmt: skip
     assert acc.num_rows == 1
     assert rej["reason"].to_pylist() == ["out_of_range", "opened_after_update", "future_date"]
+
+
+def test_gzip_daily_cdr_and_gbk_deliveries_ingest_like_the_plain_ones(tmp_path):
+    """The same world delivered as .csv.gz, one CDR file a day and GBK complaints gives the same lake."""
+    lakes = []
+    for name, variant in (("plain", False), ("variant", True)):
+        s = make_settings(tmp_path / name, subscribers=300, months=4, seed=9)
+        s.synth.dirt.truncated_last_line = (
+            False  # the cut row would differ between daily and monthly files
+        )
+        if variant:
+            s.synth.dirt.gzip = True
+            s.synth.dirt.gbk_pipe_complaints = True
+            s.synth.cdr_file_granularity = "day"
+        generate(s, s.path("landing"), s.path("truth"), show_progress=False)
+        if variant:
+            names = [p.name for p in s.path("landing").glob("cdr_*")]
+            assert len(names) > 100 and all(n.endswith(".csv.gz") for n in names)
+        report = run_ingest(s)
+        assert all(f.reconciles for f in report.files if f.status == "committed")
+        con = duckdb.connect()
+        lk.register_views(con, s.path("lake"))
+        lakes.append(
+            {
+                src: con.sql(
+                    f"SELECT * EXCLUDE (_source_file, _row_number, _delivered_at) FROM {src} ORDER BY ALL"
+                ).df()
+                for src in ("billing", "cdr", "complaints")
+            }
+        )
+    for src in ("billing", "cdr", "complaints"):
+        pd.testing.assert_frame_equal(lakes[0][src], lakes[1][src], check_like=True)
+
+
+def test_a_file_named_for_a_date_that_does_not_exist_fails_clearly(tmp_path):
+    s = make_settings(tmp_path)
+    s.path("landing").mkdir(parents=True)
+    (s.path("landing") / "cdr_20250229.csv").write_text(
+        "record_id,msisdn,other_number,direction,event_type,start_time,duration_s,call_result,cell_id,roaming\n"
+        "E1,13812345678,13912345678,MO,voice,2025-02-28 10:00:00,30,completed,C1,0\n"
+    )
+    report = run_ingest(s, raise_on_failure=False)
+    (f,) = report.files
+    assert f.status == "failed" and "20250229" in f.message and "not a valid date" in f.message
+    assert not lk.parts(s.path("lake"), "cdr")

@@ -183,6 +183,12 @@ def ingest_file(
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
     try:
+        try:
+            period_end = d.period_end
+        except ValueError as e:
+            raise DeliveryError(
+                f"the date in the file name ({d.period}) is not a valid date"
+            ) from e
         encoding, delimiter, raw_header = sniff(d.path, src_cfg)
         names = map_header(raw_header, src_cfg.aliases, contract.names)
         missing = [c.name for c in contract.columns if c.required and c.name not in names]
@@ -207,7 +213,7 @@ def ingest_file(
                         contract,
                         plan,
                         file_name=d.name,
-                        period_end=d.period_end,
+                        period_end=period_end,
                         row_numbers=rows,
                         delivered_at=d.delivered_at,
                         delimiter=delimiter,

@@ -283,7 +283,8 @@ def generate(
     n_months = cfg.months
     billing_files: list[Path] = []
     cdr_files: list[Path] = []
-    for out in tqdm(world.months(), total=n_months, desc="synth months", disable=not show_progress):
+    months = tqdm(world.months(), total=n_months, desc="synth months", disable=not show_progress)
+    for month_i, out in enumerate(months):
         ym = f"{out.month.year:04d}{out.month.month:02d}"
         # billing
         bs = billing_strings(out.billing)
@@ -322,9 +323,11 @@ def generate(
                     {"source": "cdr", "file": name, "row_number": n_rows + j + 1, "record_id": rid}
                 )
             table = pa.concat_tables([table, dup])
-        if len(cdr_files) < 2 * (31 if cfg.cdr_file_granularity == "day" else 1):
+        if month_i < 2:
             table = table.drop_columns(["other_operator"])
-        files = _split_days(table, ym) if cfg.cdr_file_granularity == "day" else [(name, table)]
+        files = (
+            _split_days(table, ym, n_rows) if cfg.cdr_file_granularity == "day" else [(name, table)]
+        )
         for fname, part in files:
             p = landing / (fname if fname.endswith(ext) else fname + ext)
             _write_cdr(part, p, dcfg.gzip)
@@ -395,24 +398,16 @@ def generate(
     return summary
 
 
-def _split_days(table: pa.Table, ym: str) -> list[tuple[str, pa.Table]]:
-    day = pc.utf8_slice_codeunits(table["start_time"], 8, 10)
-    out = []
-    for d in sorted(set(day.to_pylist()) - {None}):
-        if not (len(d) == 2 and d.isdigit()):
-            continue
-        out.append((f"cdr_{ym}{d}", table.filter(pc.equal(day, d))))
-    bad = table.filter(
-        pc.invert(
-            pc.is_in(
-                day,
-                pa.array([d for d in set(day.to_pylist()) if d and len(d) == 2 and d.isdigit()]),
-            )
-        )
-    )
-    if bad.num_rows and out:
+def _split_days(table: pa.Table, ym: str, n_own: int) -> list[tuple[str, pa.Table]]:
+    """One file per day of the month; records re-sent from earlier files ride in the first one."""
+    own, resent = table.slice(0, n_own), table.slice(n_own)
+    day = pc.utf8_slice_codeunits(own["start_time"], 8, 10)
+    valid = sorted(d for d in set(day.to_pylist()) if d and len(d) == 2 and d.isdigit())
+    out = [(f"cdr_{ym}{d}", own.filter(pc.equal(day, d))) for d in valid]
+    odd = own.filter(pc.invert(pc.fill_null(pc.is_in(day, pa.array(valid, pa.string())), False)))
+    if out:
         name, first = out[0]
-        out[0] = (name, pa.concat_tables([first, bad]))
+        out[0] = (name, pa.concat_tables([first, odd, resent]))
     return out
 
 
