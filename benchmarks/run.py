@@ -5,7 +5,8 @@ its own. Figures are printed and saved to <data_dir>/bench/results.json; they ar
 measurements, never assertions.
 
 Environment: BENCH_SUBSCRIBERS (default 100000), BENCH_MONTHS (12), BENCH_DIR
-(default data/bench), BENCH_DUCKDB_MEMORY (features memory limit, default 2GB).
+(default data/bench), BENCH_DUCKDB_MEMORY (features memory limit, default 2GB),
+BENCH_STAGES (comma list: rerun only these stages, reuse the other saved figures).
 """
 
 from __future__ import annotations
@@ -178,11 +179,19 @@ def _child(stage: str) -> dict:
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--stage":
         res = STAGES[sys.argv[2]]()
+        # this process's own peak resident memory (KiB on Linux); DuckDB's spill files are on disk
+        res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         print(json.dumps(res, default=str))
         return
     ROOT.mkdir(parents=True, exist_ok=True)
     results = {"subscribers": N, "months": M, "cores": os.cpu_count()}
+    only = os.environ.get("BENCH_STAGES")
+    saved = ROOT / "results.json"
+    if only and saved.exists():
+        results |= {k: v for k, v in json.loads(saved.read_text()).items() if k in STAGES}
     for stage in STAGES:
+        if only and stage not in only.split(","):
+            continue
         print(f"... {stage}", flush=True)
         results[stage] = _child(stage)
     ing, bare = results["ingest_file"], results["bare_pyarrow"]

@@ -89,11 +89,27 @@ def _parse_one(raw: str, country_code: str) -> tuple[str | None, str]:
     return None, UNKNOWN
 
 
+def _prenormalise(arr: pa.Array, country_code: str) -> pa.Array:
+    """Column-wise: drop separators and a +86 / 0086 / 86 country prefix in front of an 11-digit mobile.
+
+    Only this unambiguous rewrite is done by pattern; anything it leaves non-canonical
+    goes to phonenumbers.
+    """
+    compact = pc.replace_substring_regex(arr, r"[\s\-()]", "")
+    stripped = pc.replace_substring_regex(
+        compact, rf"^(?:\+|00)?{country_code}(1[3-9]\d{{9}})$", r"\1"
+    )
+    return stripped
+
+
 def normalize_msisdn(values: pa.Array | pa.ChunkedArray, plan: NumberPlan) -> pa.Array:
     """11-digit national mobile numbers; null where the value is not a valid mobile."""
     arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     arr = arr.cast(pa.string())
     canonical = pc.fill_null(pc.match_substring_regex(arr, _CANONICAL), False)
+    if not pc.all(pc.or_(canonical, pc.is_null(arr))).as_py():
+        arr = pc.if_else(canonical, arr, _prenormalise(arr, plan.country_code))
+        canonical = pc.fill_null(pc.match_substring_regex(arr, _CANONICAL), False)
     if pc.all(pc.or_(canonical, pc.is_null(arr))).as_py():
         return arr
     odd = pc.filter(arr, pc.invert(canonical))
@@ -121,6 +137,9 @@ def classify_other_number(
     arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     arr = arr.cast(pa.string())
     canonical = pc.fill_null(pc.match_substring_regex(arr, _CANONICAL), False)
+    if not pc.all(pc.or_(canonical, pc.is_null(arr))).as_py():
+        arr = pc.if_else(canonical, arr, _prenormalise(arr, plan.country_code))
+        canonical = pc.fill_null(pc.match_substring_regex(arr, _CANONICAL), False)
     norm = arr
     kind = pa.nulls(len(arr), pa.string())
     odd = pc.invert(canonical)

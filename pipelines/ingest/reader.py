@@ -202,3 +202,35 @@ def _record_numbers(start: int, n: int, bad_sorted: np.ndarray) -> np.ndarray:
             break
         r = nxt
     return r
+
+
+def prefetch(it: Iterator, depth: int = 2) -> Iterator:
+    """Run an iterator in a background thread, `depth` items ahead.
+
+    Parsing (pyarrow, GIL released) then overlaps with validation in the caller; an
+    exception in the producer is raised in the consumer.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in it:
+                q.put(item)
+        except BaseException as e:  # handed to the consumer
+            q.put(e)
+        q.put(done)
+
+    t = threading.Thread(target=produce, daemon=True, name="csv-prefetch")
+    t.start()
+    while True:
+        item = q.get()
+        if item is done:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    t.join()

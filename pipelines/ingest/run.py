@@ -21,12 +21,21 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipelines.config import IngestConfig, Numbering, Sources
 from pipelines.ingest import lake as lk
 from pipelines.ingest.contract import CONTRACTS, QUARANTINE_SCHEMA, SCHEMA_VERSION, lake_schema
-from pipelines.ingest.reader import Delivery, DeliveryError, discover, map_header, sniff, stream
+from pipelines.ingest.reader import (
+    Delivery,
+    DeliveryError,
+    discover,
+    map_header,
+    prefetch,
+    sniff,
+    stream,
+)
 from pipelines.ingest.validate import validate_batch
 from pipelines.numbers import NumberPlan
 
@@ -196,14 +205,16 @@ def ingest_file(
             raise DeliveryError(f"missing required column(s) {missing}; header was {raw_header}")
         rep.encoding, rep.delimiter = encoding, delimiter
         schema = lake_schema(d.source)
-        staged = stage / "accepted.parquet"
+        staged = stage / "accepted.arrow"  # Arrow IPC: written and scanned without encoding
         qfile = stage / "quarantine.parquet"
         reasons: Counter[str] = Counter()
         with (
-            pq.ParquetWriter(staged, schema, compression="zstd") as acc_w,
+            pa.ipc.new_file(staged, schema) as acc_w,
             pq.ParquetWriter(qfile, QUARANTINE_SCHEMA, compression="zstd") as q_w,
         ):
-            for batch, rows, invalid in stream(d.path, encoding, delimiter, names, cfg.batch_bytes):
+            for batch, rows, invalid in prefetch(
+                stream(d.path, encoding, delimiter, names, cfg.batch_bytes)
+            ):
                 table = pa.Table.from_batches([batch]).select(
                     [n for n in names if not n.startswith("_extra_")]
                 )
@@ -258,7 +269,8 @@ def ingest_file(
         try:
             key = ", ".join(contract.dedup_key)
             order = "_row_number DESC" if contract.latest_wins_key else "_row_number"
-            src = f"read_parquet('{staged}')"
+            con.register("staged", ds.dataset(staged, format="ipc"))
+            src = "staged"
             within = f"SELECT * FROM {src} QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {order}) = 1"
             n_within = con.sql(f"SELECT count(*) FROM ({within})").fetchall()[0][0]
             rep.duplicates_within_file = rep.accepted - n_within

@@ -13,7 +13,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.ingest.contract import QUARANTINE_SCHEMA, Column, SourceContract, lake_schema
+from pipelines.ingest.contract import (
+    QUARANTINE_SCHEMA,
+    REASONS,
+    Column,
+    SourceContract,
+    lake_schema,
+)
 from pipelines.numbers import NumberPlan, classify_other_number, normalize_msisdn
 
 _NUM = {
@@ -25,25 +31,34 @@ _FMT = {"date": "%Y-%m-%d", "timestamp": "%Y-%m-%d %H:%M:%S"}
 
 
 class _Reasons:
-    """First-failure-wins reason and column per row."""
+    """First-failure-wins reason and column per row, kept as small integer codes."""
 
     def __init__(self, n: int):
-        self.reason = np.full(n, None, dtype=object)
-        self.column = np.full(n, None, dtype=object)
+        self.reason = np.zeros(n, dtype=np.int16)  # 0 = fine, else 1 + index into REASONS
+        self.column = np.zeros(n, dtype=np.int16)
+        self.columns: list[str | None] = [None]
 
     def flag(self, mask: pa.Array | np.ndarray, reason: str, column: str | None) -> None:
-        m = (
-            mask.to_numpy(zero_copy_only=False)
-            if isinstance(mask, pa.Array | pa.ChunkedArray)
-            else mask
-        )
-        m = np.asarray(m, dtype=bool) & (self.reason == None)  # noqa: E711 - elementwise
-        self.reason[m] = reason
-        self.column[m] = column
+        if isinstance(mask, pa.Array | pa.ChunkedArray):
+            if not pc.any(mask).as_py():
+                return
+            mask = mask.to_numpy(zero_copy_only=False)
+        m = np.asarray(mask, dtype=bool) & (self.reason == 0)
+        if not m.any():
+            return
+        self.reason[m] = REASONS.index(reason) + 1
+        if column not in self.columns:
+            self.columns.append(column)
+        self.column[m] = self.columns.index(column)
 
     @property
     def ok(self) -> np.ndarray:
-        return self.reason == None  # noqa: E711
+        return self.reason == 0
+
+    def names(self, rows: np.ndarray) -> tuple[list[str], list[str | None]]:
+        return [REASONS[c - 1] for c in self.reason[rows]], [
+            self.columns[c] for c in self.column[rows]
+        ]
 
 
 def _filled(mask: pa.Array) -> pa.Array:
@@ -76,10 +91,18 @@ def _typed(col: Column, raw: pa.Array, r: _Reasons, plan: NumberPlan) -> pa.Arra
             r.flag(_filled(pc.greater(out, col.hi)), "out_of_range", col.name)
         return out
     if k in _FMT:
+        shape = r"^\d{4}-\d{2}-\d{2}$" if k == "date" else r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
         parsed = pc.strptime(v, format=_FMT[k], unit="s", error_is_null=True)
-        # strptime rolls 30 February over to March: insist on a round trip
-        back = pc.strftime(parsed, format=_FMT[k])
-        good = _filled(pc.equal(back, v))
+        # strptime rolls 30 February over to 2 March: the parsed day must be the written day
+        written_day = pc.cast(
+            pc.if_else(
+                pc.match_substring_regex(v, shape),
+                pc.utf8_slice_codeunits(v, 8, 10),
+                pa.scalar(None, pa.string()),
+            ),
+            pa.int64(),
+        )
+        good = _filled(pc.equal(pc.day(parsed), written_day))
         r.flag(pc.and_(present, pc.invert(good)), "unparseable_date", col.name)
         out = pc.if_else(good, parsed, pa.scalar(None, pa.timestamp("s")))
         return out.cast(pa.date32()) if k == "date" else out
@@ -98,13 +121,17 @@ def _typed(col: Column, raw: pa.Array, r: _Reasons, plan: NumberPlan) -> pa.Arra
     return v  # plain string
 
 
-def _month_label(contract: SourceContract, typed: dict[str, pa.Array]) -> pa.Array:
-    p = typed[contract.partition_by]
+def _month_label(
+    contract: SourceContract, typed: dict[str, pa.Array], raw: dict[str, pa.Array]
+) -> pa.Array:
+    """YYYY-MM of the partitioning column, cut from the validated text (cheaper than formatting)."""
     if contract.partition_by == "bill_month":
+        p = typed["bill_month"]
         return pc.binary_join_element_wise(
             pc.utf8_slice_codeunits(p, 0, 4), pc.utf8_slice_codeunits(p, 4, 6), "-"
         )
-    return pc.strftime(p, format="%Y-%m")
+    text = pc.utf8_slice_codeunits(pc.utf8_trim_whitespace(raw[contract.partition_by]), 0, 7)
+    return pc.if_else(pc.is_valid(typed[contract.partition_by]), text, pa.scalar(None, pa.string()))
 
 
 def validate_batch(
@@ -122,13 +149,11 @@ def validate_batch(
     n = batch.num_rows
     r = _Reasons(n)
     typed: dict[str, pa.Array] = {}
+    raws: dict[str, pa.Array] = {}
     for col in contract.columns:
-        raw = (
-            batch[col.name].combine_chunks()
-            if col.name in batch.column_names
-            else pa.nulls(n, pa.string())
-        )
-        typed[col.name] = _typed(col, raw, r, plan)
+        present = col.name in batch.column_names
+        raws[col.name] = batch[col.name].combine_chunks() if present else pa.nulls(n, pa.string())
+        typed[col.name] = _typed(col, raws[col.name], r, plan)
 
     end_ts = pa.scalar(period_end, pa.timestamp("s"))
     if contract.name == "billing":
@@ -170,7 +195,7 @@ def validate_batch(
     cols["_source_file"] = pa.array([file_name] * n, pa.string())
     cols["_row_number"] = pa.array(row_numbers, pa.int64())
     cols["_delivered_at"] = pa.array([delivered_at] * n, pa.timestamp("s"))
-    cols["month"] = _month_label(contract, typed)
+    cols["month"] = _month_label(contract, typed, raws)
     full = pa.table([cols[f.name] for f in schema], schema=schema)
     accepted = full.filter(ok)
 
@@ -181,13 +206,14 @@ def validate_batch(
         raw = (
             pc.binary_join_element_wise(*raw_cols, delimiter) if len(raw_cols) > 1 else raw_cols[0]
         )
+        reasons, columns = r.names(bad)
         rejected = pa.table(
             {
                 "source": pa.array([contract.name] * bad.size, pa.string()),
                 "file": pa.array([file_name] * bad.size, pa.string()),
                 "row_number": pa.array(row_numbers[bad], pa.int64()),
-                "reason": pa.array(r.reason[bad].tolist(), pa.string()),
-                "column": pa.array(r.column[bad].tolist(), pa.string()),
+                "reason": pa.array(reasons, pa.string()),
+                "column": pa.array(columns, pa.string()),
                 "raw": raw,
             },
             schema=QUARANTINE_SCHEMA,
