@@ -405,7 +405,7 @@ def _report(
         selected=len(lst), scored=len(scored), control=int(lst.control_group.sum()),
         callbacks=int(lst.complaint_callback.sum()), var=float(lst.value_at_risk.sum()),
         profit=float(lst.expected_profit.sum()), test_period=run.data.params.get("test_period", ""),
-        metrics=type("M", (), metrics), images=images, drivers=drivers,
+        metrics=metrics, images=images, drivers=drivers,
         by_tier=lst.value_tier.value_counts().to_frame("subscribers").to_html(),
         by_channel=lst.channel.value_counts().to_frame("subscribers").to_html(),
         by_reason=by_reason, diff=diff.groupby(["change", "why"]).size().rename("subscribers").to_frame().to_html(),
