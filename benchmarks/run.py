@@ -64,7 +64,6 @@ def stage_ingest_file() -> dict:
     """Our ingest of the largest CDR file alone, into an empty lake."""
     import shutil
 
-    from pipelines.config import load_config
     from pipelines.ingest.reader import discover
     from pipelines.ingest.run import ingest_file
     from pipelines.numbers import NumberPlan
@@ -80,7 +79,6 @@ def stage_ingest_file() -> dict:
     rep = ingest_file(d, lake=work / "lake", quarantine=work / "q", sources=s.sources,
                       plan=NumberPlan.from_config(s.numbering), cfg=s.ingest)  # fmt: skip
     sec = time.perf_counter() - t0
-    del load_config
     return {
         "file": src.name,
         "bytes": src.stat().st_size,

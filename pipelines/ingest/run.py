@@ -23,6 +23,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
 from pipelines.config import IngestConfig, Numbering, Sources
 from pipelines.ingest import lake as lk
@@ -386,13 +387,7 @@ def ingest_landing(
     for p in found.unknown:
         log.warning("not a known extract (ignored): %s", p.name)
     plan = NumberPlan.from_config(numbering)
-    try:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(found.current, desc="ingest", unit="file", disable=None)
-    except ImportError:  # pragma: no cover
-        iterator = found.current
-    for d in iterator:
+    for d in tqdm(found.current, desc="ingest", unit="file", disable=None):
         rep = ingest_file(
             d,
             lake=lake,
