@@ -17,7 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
 ENV_PREFIX = "CHURN__"
 MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
@@ -44,8 +45,13 @@ class Paths(_Strict):
     prefect_home: Path = Path("prefect")
 
     def resolve(self, name: str) -> Path:
-        """Absolute path of a named folder: relative ones live under ``data_dir``."""
-        base = self.data_dir.expanduser().resolve()
+        """Absolute path of a named folder: relative ones live under ``data_dir``.
+
+        A relative ``data_dir`` is taken from the project root, not the working directory,
+        so the CLI, the flows and a notebook kernel started in ``notebooks/`` agree.
+        """
+        base = self.data_dir.expanduser()
+        base = (base if base.is_absolute() else PROJECT_ROOT / base).resolve()
         if name == "data_dir":
             return base
         p = Path(getattr(self, name)).expanduser()

@@ -46,3 +46,14 @@ def test_fingerprint_changes_with_config():
     a = load_config(environ={})
     b = load_config(overrides={"churn": {"gap_months": 1}}, environ={})
     assert a.fingerprint() != b.fingerprint()
+
+
+def test_relative_data_dir_is_the_project_root_whatever_the_working_directory(
+    tmp_path, monkeypatch
+):
+    from pipelines.config import PROJECT_ROOT
+
+    monkeypatch.chdir(tmp_path)
+    s = load_config(environ={})
+    assert s.path("data_dir") == PROJECT_ROOT / "data"
+    assert s.path("lake") == PROJECT_ROOT / "data" / "lake"
