@@ -20,6 +20,11 @@ app = typer.Typer(
 log = logging.getLogger("churn")
 
 
+MonthOption = Annotated[
+    str | None, typer.Option(help="Snapshot month YYYY-MM; default the latest.")
+]
+
+
 class _State:
     config: Path | None = None
 
@@ -179,9 +184,7 @@ def train(
 
 @app.command()
 def score(
-    month: Annotated[
-        str | None, typer.Option(help="Snapshot month YYYY-MM; default the latest.")
-    ] = None,
+    month: MonthOption = None,
 ) -> None:
     """Score a snapshot with the MLflow champion and explain every subscriber (SHAP reasons)."""
     s = settings()
@@ -190,9 +193,7 @@ def score(
 
 @app.command()
 def publish(
-    month: Annotated[
-        str | None, typer.Option(help="Snapshot month YYYY-MM; default the latest.")
-    ] = None,
+    month: MonthOption = None,
 ) -> None:
     """Publish ranked retention lists (CSV, XLSX, Parquet), manifest, diff and HTML report."""
     s = settings()
@@ -203,9 +204,7 @@ def publish(
 
 @app.command()
 def refresh(
-    month: Annotated[
-        str | None, typer.Option(help="Snapshot month YYYY-MM; default the latest.")
-    ] = None,
+    month: MonthOption = None,
     force_retrain: Annotated[bool, typer.Option(help="Retrain even when not due.")] = False,
 ) -> None:
     """Run the monthly refresh flow: ingest, features, train when due, score, publish."""
