@@ -39,7 +39,7 @@ format: setup ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: setup ## Print throughput / memory figures (synth, ingest, features, scoring)
+bench: setup ## Throughput and peak memory per stage (~20 min at BENCH_SUBSCRIBERS=100000, the default)
 	$(BIN)/python -m benchmarks.run
 
 clean: ## Remove generated data (keeps data/README.md) and the venv
