@@ -149,6 +149,14 @@ class FeatureBuildReport:
     seconds: float = 0.0
     catalog: str = ""
 
+    def summary(self) -> dict:
+        return {
+            "months": self.months,
+            "rows": self.rows,
+            "churn_rate": self.churn_rate,
+            "catalog": self.catalog,
+        }
+
 
 def choose_months(lake: Path, cfg: FeatureConfig) -> list[str]:
     have = lk.months(lake, "billing")

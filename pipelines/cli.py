@@ -25,6 +25,11 @@ MonthOption = Annotated[
 ]
 
 
+NoPrefectOption = Annotated[
+    bool, typer.Option("--no-prefect", help="Run the library step directly.")
+]
+
+
 class _State:
     config: Path | None = None
 
@@ -96,9 +101,7 @@ def _flows(s: Settings):
 
 @app.command()
 def ingest(
-    no_prefect: Annotated[
-        bool, typer.Option("--no-prefect", help="Run the library step directly.")
-    ] = False,
+    no_prefect: NoPrefectOption = False,
 ) -> None:
     """Validate the landing folder into the Parquet lake (quarantine, reconciliation report)."""
     from pipelines.ingest.run import IngestFailed
@@ -123,22 +126,14 @@ def features(
         list[str] | None,
         typer.Option("--month", "-m", help="Snapshot month(s) YYYY-MM; default: all."),
     ] = None,
-    no_prefect: Annotated[
-        bool, typer.Option("--no-prefect", help="Run the library step directly.")
-    ] = False,
+    no_prefect: NoPrefectOption = False,
 ) -> None:
     """Build point-in-time feature snapshots and the feature catalog from the lake."""
     s = settings()
     if no_prefect:
         from pipelines import steps
 
-        rep = steps.build_features(s, month)
-        out = {
-            "months": rep.months,
-            "rows": rep.rows,
-            "churn_rate": rep.churn_rate,
-            "catalog": rep.catalog,
-        }
+        out = steps.build_features(s, month).summary()
     else:
         out = _flows(s).build_features_flow(s, month)
     typer.echo(json.dumps(out, indent=2))
@@ -156,26 +151,20 @@ def train(
     time_col: Annotated[
         str | None, typer.Option(help="Period column of --table for an out-of-time split.")
     ] = None,
-    no_prefect: Annotated[
-        bool, typer.Option("--no-prefect", help="Run the library step directly.")
-    ] = False,
+    no_prefect: NoPrefectOption = False,
 ) -> None:
     """Train the calibrated LightGBM churn model and baselines; track and register in MLflow."""
     from pipelines import steps
+    from pipelines.runtime import prepare_environment
 
     s = settings()
+    if table is not None and not (id_col and label_col):
+        typer.secho("--table needs --id-col and --label-col", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    prepare_environment(s)  # MLflow and Prefect settings before either is used
     if table is not None:
-        if not (id_col and label_col):
-            typer.secho("--table needs --id-col and --label-col", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2)
-        from pipelines.runtime import prepare_environment
-
-        prepare_environment(s)
         res = steps.train_table(s, table, id_col=id_col, label_col=label_col, time_col=time_col)
     elif no_prefect:
-        from pipelines.runtime import prepare_environment
-
-        prepare_environment(s)
         res = steps.train(s)
     else:
         res = _flows(s).train_flow(s)

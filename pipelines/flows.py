@@ -87,12 +87,7 @@ def features_task(settings: Settings, months: list[str] | None = None) -> dict:
         table=rows,
         description=f"{len(rep.months)} snapshots; catalog {rep.catalog}",
     )
-    return {
-        "months": rep.months,
-        "rows": rep.rows,
-        "churn_rate": rep.churn_rate,
-        "catalog": rep.catalog,
-    }
+    return rep.summary()
 
 
 @task(name="train-model", **RETRY)
