@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from features import billing, calls, complaints, labels, segments, social, tenure, usage
 from features.catalog import Feature, render_markdown
-from features.context import MONTH_IDX, SnapshotContext
+from features.context import SnapshotContext
 from pipelines.config import ChurnDefinition, FeatureConfig
 from pipelines.ingest import lake as lk
 
@@ -228,13 +228,3 @@ def read_snapshots(features_dir: Path, months: list[str] | None = None) -> pd.Da
     if not paths:
         raise FileNotFoundError(f"no feature snapshots under {features_dir}: build features first")
     return pd.concat([pq.read_table(p).to_pandas() for p in paths], ignore_index=True)
-
-
-__all__ = [
-    "FEATURES",
-    "MONTH_IDX",
-    "build_features",
-    "build_snapshot",
-    "model_features",
-    "read_snapshots",
-]

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -335,7 +335,3 @@ def train_and_register(
     )
     log.info("%s", res.summary())
     return res
-
-
-def result_dict(res: TrainResult) -> dict:
-    return asdict(res)
