@@ -2,8 +2,9 @@
 
 Files are recognised by name pattern (config), may be gzip-compressed, UTF-8 or
 GBK/GB18030, comma or pipe delimited, with an operator's own headers mapped by
-aliases. Reading is streamed with pyarrow, single-threaded so that rows the parser
-cannot split (a truncated last line) come back with their physical line number.
+aliases. Reading is streamed with pyarrow's multithreaded reader; pyarrow only knows
+the physical line of a row it cannot split (a truncated last line) when it reads
+single-threaded, so such a file is read again that way (:class:`LineNumbersNeeded`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from pipelines.config import SourceConfig
 
 class DeliveryError(ValueError):
     """A file that cannot be read at all (no usable header, missing required columns)."""
+
+
+class LineNumbersNeeded(RuntimeError):
+    """A threaded read met rows the parser cannot split: read the file single-threaded instead."""
 
 
 @dataclass(frozen=True)
@@ -141,12 +146,18 @@ class InvalidRow:
 
 
 def stream(
-    path: Path, encoding: str, delimiter: str, names: list[str], block_size: int
+    path: Path,
+    encoding: str,
+    delimiter: str,
+    names: list[str],
+    block_size: int,
+    threads: bool = False,
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[InvalidRow]]]:
     """Yield (batch of strings, 1-based record numbers, rows the parser could not split).
 
     Record numbers count data records; for files without line breaks inside fields a
-    record number is the physical line number minus the header.
+    record number is the physical line number minus the header. With ``threads`` a
+    row the parser cannot split raises :class:`LineNumbersNeeded`.
     """
     invalid: list[InvalidRow] = []
 
@@ -157,7 +168,7 @@ def stream(
     reader = pacsv.open_csv(
         str(path),
         read_options=pacsv.ReadOptions(
-            use_threads=False,
+            use_threads=threads,
             block_size=block_size,
             column_names=names,
             skip_rows=1,
@@ -175,6 +186,8 @@ def stream(
     seen_valid = 0
     bad_records: list[int] = []
     for batch in reader:
+        if threads and invalid:
+            raise LineNumbersNeeded(f"{path.name}: {len(invalid)} row(s) the parser cannot split")
         new_bad = invalid[:]
         invalid.clear()
         bad_records.extend(
@@ -185,6 +198,8 @@ def stream(
         seen_valid += batch.num_rows
         yield batch, rows, new_bad
     if invalid:  # rows reported after the last batch (the file's tail)
+        if threads:
+            raise LineNumbersNeeded(f"{path.name}: {len(invalid)} row(s) the parser cannot split")
         yield (
             pa.RecordBatch.from_pydict({n: pa.array([], pa.string()) for n in names}),
             np.array([], np.int64),

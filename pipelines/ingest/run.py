@@ -14,14 +14,15 @@ import logging
 import os
 import shutil
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.dataset as ds
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
@@ -31,6 +32,7 @@ from pipelines.ingest.contract import CONTRACTS, QUARANTINE_SCHEMA, SCHEMA_VERSI
 from pipelines.ingest.reader import (
     Delivery,
     DeliveryError,
+    LineNumbersNeeded,
     discover,
     map_header,
     prefetch,
@@ -158,6 +160,197 @@ def _stem(d: Delivery, checksum: str) -> str:
     return f"{base}-{checksum[:12]}"
 
 
+def _sql_list(paths: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+class _MonthParts:
+    """Accepted rows into Parquet parts per month, a new part every ``max_rows`` rows.
+
+    Written while the file is still being read (on a worker thread: encoding releases
+    the GIL), so a part is final unless duplicates are found in it afterwards.
+    """
+
+    def __init__(self, root: Path, stem: str, schema: pa.Schema, max_rows: int):
+        self.root, self.stem, self.schema, self.max_rows = root, stem, schema, max_rows
+        self.open: dict[str, tuple[pq.ParquetWriter, int]] = {}
+        self.parts: dict[str, list[Path]] = {}
+
+    def write(self, table: pa.Table) -> None:
+        months = pc.unique(table["month"]).to_pylist()
+        for m in months:
+            t = table if len(months) == 1 else table.filter(pc.equal(table["month"], m))
+            writer, rows = self.open.get(m) or self._new(m)
+            writer.write_table(t)
+            rows += t.num_rows
+            if rows >= self.max_rows:
+                writer.close()
+                del self.open[m]
+            else:
+                self.open[m] = (writer, rows)
+
+    def _new(self, month: str) -> tuple[pq.ParquetWriter, int]:
+        done = self.parts.setdefault(month, [])
+        path = self.root / f"month={month}" / f"{self.stem}-{len(done):03d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        done.append(path)
+        return pq.ParquetWriter(path, self.schema, compression="zstd"), 0
+
+    def close(self) -> dict[str, list[Path]]:
+        for writer, _ in self.open.values():
+            writer.close()
+        self.open.clear()
+        return self.parts
+
+
+@dataclass
+class _Staged:
+    read: int
+    accepted: int
+    reasons: Counter
+    parts: dict[str, list[Path]]
+    quarantine: Path
+
+
+def _stage(
+    d: Delivery,
+    stage: Path,
+    stem: str,
+    *,
+    encoding: str,
+    delimiter: str,
+    names: list[str],
+    plan: NumberPlan,
+    cfg: IngestConfig,
+    threads: bool,
+) -> _Staged:
+    """Read, validate and write one delivery into ``stage``: month parts plus a quarantine file.
+
+    Three stages overlap: pyarrow parses ahead (its own threads), this thread
+    validates, a worker thread encodes Parquet; at most two batches wait between them.
+    """
+    contract = CONTRACTS[d.source]
+    period_end = d.period_end
+    parts = _MonthParts(stage / "final", stem, lake_schema(d.source), cfg.part_max_rows)
+    qfile = stage / "quarantine.parquet"
+    reasons: Counter[str] = Counter()
+    read = accepted = 0
+    pending: deque[Future] = deque()
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="parquet-writer") as pool,
+        pq.ParquetWriter(qfile, QUARANTINE_SCHEMA, compression="zstd") as q_w,
+    ):
+        try:
+            for batch, rows, invalid in prefetch(
+                stream(d.path, encoding, delimiter, names, cfg.batch_bytes, threads=threads)
+            ):
+                table = pa.Table.from_batches([batch]).select(
+                    [n for n in names if not n.startswith("_extra_")]
+                )
+                if table.num_rows:
+                    acc, rej = validate_batch(
+                        table,
+                        contract,
+                        plan,
+                        file_name=d.name,
+                        period_end=period_end,
+                        row_numbers=rows,
+                        delivered_at=d.delivered_at,
+                        delimiter=delimiter,
+                    )
+                    if acc.num_rows:
+                        pending.append(pool.submit(parts.write, acc))
+                    read += table.num_rows
+                    accepted += acc.num_rows
+                    if rej.num_rows:
+                        q_w.write_table(rej)
+                        reasons.update(rej["reason"].to_pylist())
+                if invalid:
+                    q_w.write_table(_unsplittable(d, invalid))
+                    read += len(invalid)
+                    reasons.update({"truncated_row": len(invalid)})
+                while len(pending) > 2:
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
+            pool.shutdown(wait=True)
+            months = parts.close()
+    return _Staged(read, accepted, reasons, months, qfile)
+
+
+def _unsplittable(d: Delivery, invalid: list) -> pa.Table:
+    return pa.table(
+        {
+            "source": [d.source] * len(invalid),
+            "file": [d.name] * len(invalid),
+            "row_number": [(r.line - 1) if r.line else None for r in invalid],
+            "reason": ["truncated_row"] * len(invalid),
+            "column": [None] * len(invalid),
+            "raw": [r.text for r in invalid],
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+
+
+def _duplicates(
+    con: duckdb.DuckDBPyConnection,
+    contract,
+    new_parts: list[Path],
+    others: list[Path],
+) -> pa.Table:
+    """Rows of the new parts to drop: (filename, _row_number, within_file).
+
+    Only key columns are read. Inside the file the first delivery of a key is kept
+    (the last one where the latest delivery wins); a key already committed by another
+    file is a duplicate across files.
+    """
+    key = ", ".join(contract.dedup_key)
+    order = "_row_number DESC" if contract.latest_wins_key else "_row_number"
+    keys = f"SELECT {key}, _row_number, filename FROM read_parquet({_sql_list(new_parts)}, filename = true)"
+    sql = f"""
+        WITH k AS ({keys}),
+        repeated AS (SELECT {key} FROM k GROUP BY {key} HAVING count(*) > 1),
+        within AS (
+            SELECT filename, _row_number FROM (
+                SELECT filename, _row_number,
+                       row_number() OVER (PARTITION BY {key} ORDER BY {order}) AS n
+                FROM k SEMI JOIN repeated USING ({key})
+            ) WHERE n > 1
+        )
+        SELECT filename, _row_number, true AS within_file FROM within"""
+    if others:
+        sql += f"""
+        UNION ALL
+        SELECT filename, _row_number, false AS within_file
+        FROM (k ANTI JOIN within USING (filename, _row_number))
+        SEMI JOIN (SELECT DISTINCT {key} FROM read_parquet({_sql_list(others)})) USING ({key})"""
+    return con.sql(sql).to_arrow_table()
+
+
+def _drop_rows(part: Path, row_numbers: pa.Array) -> int:
+    """Rewrite a staged part without the given rows; returns the rows kept (0: part removed)."""
+    tmp = part.with_name(part.name + ".tmp")
+    kept = 0
+    pf = pq.ParquetFile(part)
+    with pq.ParquetWriter(tmp, pf.schema_arrow, compression="zstd") as w:
+        for b in pf.iter_batches(batch_size=256_000):
+            t = pa.Table.from_batches([b])
+            t = t.filter(pc.invert(pc.is_in(t["_row_number"], value_set=row_numbers)))
+            kept += t.num_rows
+            if t.num_rows:
+                w.write_table(t)
+    pf.close()
+    if kept:
+        os.replace(tmp, part)
+    else:
+        tmp.unlink()
+        part.unlink()
+    return kept
+
+
 def ingest_file(
     d: Delivery,
     *,
@@ -189,12 +382,9 @@ def ingest_file(
 
     stem = _stem(d, checksum)
     stage = lake / lk.STAGING / d.source / stem
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
     try:
         try:
-            period_end = d.period_end
+            d.period_end  # noqa: B018 - the file name's date must be a date
         except ValueError as e:
             raise DeliveryError(
                 f"the date in the file name ({d.period}) is not a valid date"
@@ -205,54 +395,20 @@ def ingest_file(
         if missing:
             raise DeliveryError(f"missing required column(s) {missing}; header was {raw_header}")
         rep.encoding, rep.delimiter = encoding, delimiter
-        schema = lake_schema(d.source)
-        staged = stage / "accepted.arrow"  # Arrow IPC: written and scanned without encoding
-        qfile = stage / "quarantine.parquet"
-        reasons: Counter[str] = Counter()
-        with (
-            pa.ipc.new_file(staged, schema) as acc_w,
-            pq.ParquetWriter(qfile, QUARANTINE_SCHEMA, compression="zstd") as q_w,
-        ):
-            for batch, rows, invalid in prefetch(
-                stream(d.path, encoding, delimiter, names, cfg.batch_bytes)
-            ):
-                table = pa.Table.from_batches([batch]).select(
-                    [n for n in names if not n.startswith("_extra_")]
-                )
-                if table.num_rows:
-                    acc, rej = validate_batch(
-                        table,
-                        contract,
-                        plan,
-                        file_name=d.name,
-                        period_end=period_end,
-                        row_numbers=rows,
-                        delivered_at=d.delivered_at,
-                        delimiter=delimiter,
-                    )
-                    acc_w.write_table(acc)
-                    rep.read += table.num_rows
-                    rep.accepted += acc.num_rows
-                    if rej.num_rows:
-                        q_w.write_table(rej)
-                        reasons.update(rej["reason"].to_pylist())
-                if invalid:
-                    rej = pa.table(
-                        {
-                            "source": [d.source] * len(invalid),
-                            "file": [d.name] * len(invalid),
-                            "row_number": [(r.line - 1) if r.line else None for r in invalid],
-                            "reason": ["truncated_row"] * len(invalid),
-                            "column": [None] * len(invalid),
-                            "raw": [r.text for r in invalid],
-                        },
-                        schema=QUARANTINE_SCHEMA,
-                    )
-                    q_w.write_table(rej)
-                    rep.read += len(invalid)
-                    reasons.update({"truncated_row": len(invalid)})
-        rep.quarantined = sum(reasons.values())
-        rep.quarantined_by_reason = dict(sorted(reasons.items()))
+        read_kw = dict(encoding=encoding, delimiter=delimiter, names=names, plan=plan, cfg=cfg)
+        for threaded in (True, False):
+            if stage.exists():
+                shutil.rmtree(stage)
+            stage.mkdir(parents=True)
+            try:
+                staged = _stage(d, stage, stem, threads=threaded, **read_kw)
+                break
+            except LineNumbersNeeded as e:
+                log.info("%s; reading it again single-threaded for line numbers", e)
+        rep.read = staged.read
+        rep.quarantined = sum(staged.reasons.values())
+        rep.quarantined_by_reason = dict(sorted(staged.reasons.items()))
+        qfile = staged.quarantine
         rate = rep.quarantined / max(rep.read, 1)
         if rep.read == 0:
             raise DeliveryError("no data rows")
@@ -266,62 +422,46 @@ def ingest_file(
             )
 
         # duplicates: inside the file, then against what other files already committed
-        con = _connect(stage / "duck", memory_limit, threads)
-        try:
-            key = ", ".join(contract.dedup_key)
-            order = "_row_number DESC" if contract.latest_wins_key else "_row_number"
-            con.register("staged", ds.dataset(staged, format="ipc"))
-            src = "staged"
-            within = f"SELECT * FROM {src} QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {order}) = 1"
-            n_within = con.sql(f"SELECT count(*) FROM ({within})").fetchall()[0][0]
-            rep.duplicates_within_file = rep.accepted - n_within
-            months = [
-                r[0] for r in con.sql(f"SELECT DISTINCT month FROM {src} ORDER BY 1").fetchall()
-            ]
-            final = within
+        new_parts = [p for ps in staged.parts.values() for p in ps]
+        drops = pa.table({"filename": pa.array([], pa.string()), "_row_number": pa.array([], pa.int64()),
+                          "within_file": pa.array([], pa.bool_())})  # fmt: skip
+        if new_parts:
+            others = []
             if contract.dedup_across_files:
+                months = {f"month={m}" for m in staged.parts}
                 others = [
                     lake / d.source / rel
                     for name, e in manifest["files"].items()
                     if name != d.name
                     for rel in e["parts"]
-                    if rel.split("/")[0] in {f"month={m}" for m in months}
+                    if rel.split("/")[0] in months
                 ]
-                if others:
-                    lst = ", ".join(f"'{p}'" for p in others)
-                    cond = " AND ".join(f"e.{k} = w.{k}" for k in contract.dedup_key)
-                    final = (
-                        f"SELECT w.* FROM ({within}) w WHERE NOT EXISTS "
-                        f"(SELECT 1 FROM read_parquet([{lst}]) e WHERE {cond})"
-                    )
-            out_parts: dict[str, Path] = {}
-            kept = 0
-            for m in months:
-                target = stage / "final" / f"month={m}" / f"{stem}.parquet"
-                target.parent.mkdir(parents=True)
-                reader = con.sql(f"SELECT * FROM ({final}) WHERE month = '{m}'").to_arrow_reader(
-                    256_000
-                )
-                with pq.ParquetWriter(target, schema, compression="zstd") as w:
-                    for b in reader:
-                        t = pa.Table.from_batches([b]).select(schema.names).cast(schema)
-                        kept += t.num_rows
-                        w.write_table(t)
-                out_parts[m] = target
-        finally:
-            con.close()
-        rep.duplicates_across_files = n_within - kept
-        rep.duplicates = rep.duplicates_within_file + rep.duplicates_across_files
-        rep.accepted = kept
-        rep.months = months
+            con = _connect(stage / "duck", memory_limit, threads)
+            try:
+                drops = _duplicates(con, contract, new_parts, others)
+            finally:
+                con.close()
+        rep.duplicates_within_file = pc.sum(drops["within_file"].cast(pa.int64())).as_py() or 0
+        rep.duplicates_across_files = drops.num_rows - rep.duplicates_within_file
+        rep.duplicates = drops.num_rows
+        rep.accepted = staged.accepted - drops.num_rows
+        if drops.num_rows:
+            files = drops["filename"]
+            for name in pc.unique(files).to_pylist():
+                gone = pc.filter(drops["_row_number"], pc.equal(files, name)).combine_chunks()
+                _drop_rows(Path(name), gone)
+        out_parts = {m: [p for p in ps if p.exists()] for m, ps in staged.parts.items()}
+        out_parts = {m: ps for m, ps in out_parts.items() if ps}
+        rep.months = sorted(out_parts)
 
         # move parts in (invisible until the manifest lists them), then commit
         rels = []
-        for m, p in out_parts.items():
-            dest = lake / d.source / f"month={m}" / p.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(p, dest)
-            rels.append(f"month={m}/{p.name}")
+        for m, ps in out_parts.items():
+            for p in ps:
+                dest = lake / d.source / f"month={m}" / p.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(p, dest)
+                rels.append(f"month={m}/{p.name}")
         qname = None
         if rep.quarantined:
             (quarantine / d.source).mkdir(parents=True, exist_ok=True)

@@ -65,11 +65,39 @@ def _filled(mask: pa.Array) -> pa.Array:
     return pc.fill_null(mask, False)
 
 
+def _parse_times(v: pa.Array, kind: str) -> pa.Array:
+    """Timestamps (or dates) in the contract's format; null where the text is not one.
+
+    strptime alone rolls 30 February over to 2 March, so its results go through
+    Arrow's strict ISO parser as well; only if that finds a rolled-over day does the
+    slower day-by-day comparison run.
+    """
+    parsed = pc.strptime(v, format=_FMT[kind], unit="s", error_is_null=True)
+    width = 10 if kind == "date" else 19
+    shaped = pc.and_(pc.is_valid(parsed), pc.equal(pc.binary_length(v), width))
+    try:
+        out = pc.cast(pc.if_else(shaped, v, pa.scalar(None, pa.string())), pa.timestamp("s"))
+    except pa.ArrowInvalid:
+        shape = (
+            r"^\d{4}-\d{2}-\d{2}$" if kind == "date" else r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
+        )
+        written_day = pc.cast(
+            pc.if_else(
+                pc.match_substring_regex(v, shape),
+                pc.utf8_slice_codeunits(v, 8, 10),
+                pa.scalar(None, pa.string()),
+            ),
+            pa.int64(),
+        )
+        good = _filled(pc.equal(pc.day(parsed), written_day))
+        out = pc.if_else(good, parsed, pa.scalar(None, pa.timestamp("s")))
+    return out
+
+
 def _typed(col: Column, raw: pa.Array, r: _Reasons, plan: NumberPlan) -> pa.Array:
     """Parse one column and flag its failures; returns the typed array (null where bad/empty)."""
     v = pc.utf8_trim_whitespace(raw)
-    v = pc.if_else(pc.equal(v, ""), pa.scalar(None, pa.string()), v)
-    empty = pc.is_null(v)
+    empty = pc.fill_null(pc.equal(pc.binary_length(v), 0), True)
     if col.required:
         r.flag(empty, "missing_key" if col.key else "missing_value", col.name)
     present = pc.invert(empty)
@@ -91,20 +119,8 @@ def _typed(col: Column, raw: pa.Array, r: _Reasons, plan: NumberPlan) -> pa.Arra
             r.flag(_filled(pc.greater(out, col.hi)), "out_of_range", col.name)
         return out
     if k in _FMT:
-        shape = r"^\d{4}-\d{2}-\d{2}$" if k == "date" else r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
-        parsed = pc.strptime(v, format=_FMT[k], unit="s", error_is_null=True)
-        # strptime rolls 30 February over to 2 March: the parsed day must be the written day
-        written_day = pc.cast(
-            pc.if_else(
-                pc.match_substring_regex(v, shape),
-                pc.utf8_slice_codeunits(v, 8, 10),
-                pa.scalar(None, pa.string()),
-            ),
-            pa.int64(),
-        )
-        good = _filled(pc.equal(pc.day(parsed), written_day))
-        r.flag(pc.and_(present, pc.invert(good)), "unparseable_date", col.name)
-        out = pc.if_else(good, parsed, pa.scalar(None, pa.timestamp("s")))
+        out = _parse_times(v, k)
+        r.flag(pc.and_(present, pc.is_null(out)), "unparseable_date", col.name)
         return out.cast(pa.date32()) if k == "date" else out
     if k == "month":
         good = _filled(pc.match_substring_regex(v, r"^\d{4}(0[1-9]|1[0-2])$"))
@@ -118,7 +134,8 @@ def _typed(col: Column, raw: pa.Array, r: _Reasons, plan: NumberPlan) -> pa.Arra
         good = pc.is_in(v, value_set=pa.array(["0", "1"]))
         r.flag(pc.and_(present, pc.invert(good)), "out_of_range", col.name)
         return pc.cast(pc.if_else(good, v, pa.scalar(None, pa.string())), pa.int8())
-    return v  # plain string
+    # plain string: empty means absent
+    return pc.if_else(empty, pa.scalar(None, pa.string()), v) if pc.any(empty).as_py() else v
 
 
 def _month_label(
@@ -192,9 +209,9 @@ def validate_batch(
         norm, cat = classify_other_number(typed["other_number"], typed["other_operator"], plan)
         cols["other_number"] = norm
         cols["other_category"] = cat
-    cols["_source_file"] = pa.array([file_name] * n, pa.string())
+    cols["_source_file"] = pa.repeat(pa.scalar(file_name, pa.string()), n)
     cols["_row_number"] = pa.array(row_numbers, pa.int64())
-    cols["_delivered_at"] = pa.array([delivered_at] * n, pa.timestamp("s"))
+    cols["_delivered_at"] = pa.repeat(pa.scalar(delivered_at, pa.timestamp("s")), n)
     cols["month"] = _month_label(contract, typed, raws)
     full = pa.table([cols[f.name] for f in schema], schema=schema)
     accepted = full.filter(ok)
