@@ -144,7 +144,7 @@ class Numbering(_Strict):
 
 class IngestConfig(_Strict):
     max_quarantine_rate: float = Field(0.05, ge=0, le=1)
-    batch_bytes: int = Field(32 << 20, ge=1 << 16)
+    batch_bytes: int = Field(16 << 20, ge=1 << 16)
     part_max_rows: int = Field(2_000_000, ge=1000)
     schema_version: int = 1
 

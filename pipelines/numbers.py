@@ -113,11 +113,15 @@ def _canonicalise(
     canonical = pc.fill_null(pc.match_substring_regex(arr, _CANONICAL), False)
     odd = pc.and_(pc.invert(canonical), pc.is_valid(arr))
     if pc.any(odd).as_py():
-        fixed = _prenormalise(pc.filter(arr, odd), plan.country_code)
-        arr = pc.replace_with_mask(arr, odd, fixed)
-        canonical = pc.replace_with_mask(
-            canonical, odd, pc.fill_null(pc.match_substring_regex(fixed, _CANONICAL), False)
-        )
+        before = pc.filter(arr, odd)
+        fixed = _prenormalise(before, plan.country_code)
+        if not pc.all(
+            pc.fill_null(pc.equal(fixed, before), False)
+        ).as_py():  # landlines and codes stay as they are
+            arr = pc.replace_with_mask(arr, odd, fixed)
+            canonical = pc.replace_with_mask(
+                canonical, odd, pc.fill_null(pc.match_substring_regex(fixed, _CANONICAL), False)
+            )
     return arr, canonical
 
 
@@ -234,8 +238,10 @@ def classify_other_number(
     kind = pa.nulls(len(arr), pa.string())
     odd = pc.invert(canonical)
     if pc.any(odd).as_py():
-        nat, knd = _judge(pc.filter(arr, odd), plan)
-        norm = pc.replace_with_mask(arr, odd, nat)
+        before = pc.filter(arr, odd)
+        nat, knd = _judge(before, plan)
+        if not pc.all(pc.fill_null(pc.equal(nat, before), False)).as_py():
+            norm = pc.replace_with_mask(arr, odd, nat)
         kind = pc.replace_with_mask(kind, odd, knd)
     is_mobile = pc.fill_null(pc.or_kleene(canonical, pc.equal(kind, "mobile")), False)
     prefix = pc.utf8_slice_codeunits(pc.fill_null(norm, ""), 0, 3)

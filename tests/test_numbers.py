@@ -45,3 +45,31 @@ def test_other_party_categories_and_declared_operator_wins():
 
 def test_mask_keeps_only_prefix_and_last_four():
     assert mask_msisdn(pa.array(["13812345678"])).to_pylist() == ["138****5678"]
+
+
+def test_landlines_and_codes_are_judged_as_phonenumbers_would():
+    """The column-wise landline rule (phonenumbers' metadata) agrees with phonenumbers.parse."""
+    import numpy as np
+
+    from pipelines.numbers import _judge_distinct, _parse_one
+
+    rng = np.random.default_rng(3)
+    written = ["01012345678", "075512345678", "02112345678", "057112345678", "04001234567",
+               "08001234567", "0101234", "010123456789012", "00861012345678", "10086", "95588",
+               "123", "0", "+862112345678", "021-1234-5678"]  # fmt: skip
+    written += [
+        "0" + "".join(map(str, rng.integers(0, 10, rng.integers(6, 13)))) for _ in range(3000)
+    ]
+    written += ["".join(map(str, rng.integers(0, 10, rng.integers(3, 8)))) for _ in range(500)]
+    uniq = pa.array(sorted(set(written)), pa.string())
+    nat, kind = _judge_distinct(uniq, PLAN)
+    got = list(zip(nat.to_pylist(), kind.to_pylist(), strict=True))
+    expected = [_parse_one(u, PLAN.country_code) for u in uniq.to_pylist()]
+    assert got == expected
+    assert sum(k == "landline" for _, k in got) > 100  # the fast path was exercised
+
+
+def test_unknown_other_numbers_lose_their_text_but_keep_their_row():
+    norm, cat = classify_other_number(pa.array(["+12125550100", "01012345678", "abc"]), None, PLAN)
+    assert norm.to_pylist() == [None, "01012345678", None]
+    assert cat.to_pylist() == ["unknown", "landline", "unknown"]

@@ -28,7 +28,13 @@ from tqdm.auto import tqdm
 
 from pipelines.config import IngestConfig, Numbering, Sources
 from pipelines.ingest import lake as lk
-from pipelines.ingest.contract import CONTRACTS, QUARANTINE_SCHEMA, SCHEMA_VERSION, lake_schema
+from pipelines.ingest.contract import (
+    CONTRACTS,
+    QUARANTINE_SCHEMA,
+    SCHEMA_VERSION,
+    lake_schema,
+    parquet_layout,
+)
 from pipelines.ingest.reader import (
     Delivery,
     DeliveryError,
@@ -164,6 +170,10 @@ def _sql_list(paths: list[Path]) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
+def _parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    return pq.ParquetWriter(path, schema, **parquet_layout(schema.metadata[b"source"].decode()))
+
+
 class _MonthParts:
     """Accepted rows into Parquet parts per month, a new part every ``max_rows`` rows.
 
@@ -171,8 +181,8 @@ class _MonthParts:
     the GIL), so a part is final unless duplicates are found in it afterwards.
     """
 
-    def __init__(self, root: Path, stem: str, schema: pa.Schema, max_rows: int):
-        self.root, self.stem, self.schema, self.max_rows = root, stem, schema, max_rows
+    def __init__(self, root: Path, schema: pa.Schema, max_rows: int):
+        self.root, self.schema, self.max_rows = root, schema, max_rows
         self.open: dict[str, tuple[pq.ParquetWriter, int]] = {}
         self.parts: dict[str, list[Path]] = {}
 
@@ -191,10 +201,10 @@ class _MonthParts:
 
     def _new(self, month: str) -> tuple[pq.ParquetWriter, int]:
         done = self.parts.setdefault(month, [])
-        path = self.root / f"month={month}" / f"{self.stem}-{len(done):03d}.parquet"
+        path = self.root / f"month={month}" / f"part-{len(done):03d}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         done.append(path)
-        return pq.ParquetWriter(path, self.schema, compression="zstd"), 0
+        return _parquet_writer(path, self.schema), 0
 
     def close(self) -> dict[str, list[Path]]:
         for writer, _ in self.open.values():
@@ -215,7 +225,6 @@ class _Staged:
 def _stage(
     d: Delivery,
     stage: Path,
-    stem: str,
     *,
     encoding: str,
     delimiter: str,
@@ -231,7 +240,7 @@ def _stage(
     """
     contract = CONTRACTS[d.source]
     period_end = d.period_end
-    parts = _MonthParts(stage / "final", stem, lake_schema(d.source), cfg.part_max_rows)
+    parts = _MonthParts(stage / "final", lake_schema(d.source), cfg.part_max_rows)
     qfile = stage / "quarantine.parquet"
     reasons: Counter[str] = Counter()
     read = accepted = 0
@@ -309,15 +318,17 @@ def _duplicates(
     """
     key = ", ".join(contract.dedup_key)
     order = "_row_number DESC" if contract.latest_wins_key else "_row_number"
-    keys = f"SELECT {key}, _row_number, filename FROM read_parquet({_sql_list(new_parts)}, filename = true)"
+    keys = f"SELECT {key}, hash({key}) AS _h, _row_number, filename FROM read_parquet({_sql_list(new_parts)}, filename = true)"
+    # grouping 64-bit hashes is much cheaper than grouping strings; the few candidate
+    # rows are then compared on the key itself, so a hash collision changes nothing
     sql = f"""
         WITH k AS ({keys}),
-        repeated AS (SELECT {key} FROM k GROUP BY {key} HAVING count(*) > 1),
+        repeated AS (SELECT _h FROM k GROUP BY _h HAVING count(*) > 1),
         within AS (
             SELECT filename, _row_number FROM (
                 SELECT filename, _row_number,
                        row_number() OVER (PARTITION BY {key} ORDER BY {order}) AS n
-                FROM k SEMI JOIN repeated USING ({key})
+                FROM k SEMI JOIN repeated USING (_h)
             ) WHERE n > 1
         )
         SELECT filename, _row_number, true AS within_file FROM within"""
@@ -335,7 +346,7 @@ def _drop_rows(part: Path, row_numbers: pa.Array) -> int:
     tmp = part.with_name(part.name + ".tmp")
     kept = 0
     pf = pq.ParquetFile(part)
-    with pq.ParquetWriter(tmp, pf.schema_arrow, compression="zstd") as w:
+    with _parquet_writer(tmp, pf.schema_arrow) as w:
         for b in pf.iter_batches(batch_size=256_000):
             t = pa.Table.from_batches([b])
             t = t.filter(pc.invert(pc.is_in(t["_row_number"], value_set=row_numbers)))
@@ -370,18 +381,23 @@ def ingest_file(
     src_cfg = getattr(sources, d.source)
     rep = FileReport(file=d.name, source=d.source, path=str(d.path), status="failed")
     manifest = lk.read_manifest(lake, d.source)
-    checksum = d.checksum()
     prev = manifest["files"].get(d.name)
-    if prev and prev["sha256"] == checksum:
-        rep.status = "unchanged"
-        for k in ("read", "accepted", "quarantined", "duplicates"):
-            setattr(rep, k, prev["counts"][k])
-        rep.message = "already ingested with the same checksum"
-        return rep
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="sha256")
+    if prev and prev["size"] == d.size:  # probably unchanged: make sure before any work
+        checksum = d.checksum()
+        if prev["sha256"] == checksum:
+            hasher.shutdown()
+            rep.status = "unchanged"
+            for k in ("read", "accepted", "quarantined", "duplicates"):
+                setattr(rep, k, prev["counts"][k])
+            rep.message = "already ingested with the same checksum"
+            return rep
+        pending_sum = hasher.submit(lambda: checksum)
+    else:  # new or different: the checksum is computed while the file is read
+        pending_sum = hasher.submit(d.checksum)
     rep.replaced_previous = prev is not None
 
-    stem = _stem(d, checksum)
-    stage = lake / lk.STAGING / d.source / stem
+    stage = lake / lk.STAGING / d.source / f"{d.name}.{os.getpid()}"
     try:
         try:
             d.period_end  # noqa: B018 - the file name's date must be a date
@@ -401,10 +417,12 @@ def ingest_file(
                 shutil.rmtree(stage)
             stage.mkdir(parents=True)
             try:
-                staged = _stage(d, stage, stem, threads=threaded, **read_kw)
+                staged = _stage(d, stage, threads=threaded, **read_kw)
                 break
             except LineNumbersNeeded as e:
                 log.info("%s; reading it again single-threaded for line numbers", e)
+        checksum = pending_sum.result()
+        stem = _stem(d, checksum)
         rep.read = staged.read
         rep.quarantined = sum(staged.reasons.values())
         rep.quarantined_by_reason = dict(sorted(staged.reasons.items()))
@@ -458,10 +476,10 @@ def ingest_file(
         rels = []
         for m, ps in out_parts.items():
             for p in ps:
-                dest = lake / d.source / f"month={m}" / p.name
+                dest = lake / d.source / f"month={m}" / f"{stem}-{p.name.removeprefix('part-')}"
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(p, dest)
-                rels.append(f"month={m}/{p.name}")
+                rels.append(f"month={m}/{dest.name}")
         qname = None
         if rep.quarantined:
             (quarantine / d.source).mkdir(parents=True, exist_ok=True)
@@ -497,6 +515,7 @@ def ingest_file(
         rep.message = str(e)
         log.error("ingest of %s failed: %s", d.name, e)
     finally:
+        hasher.shutdown(wait=True)
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
         rep.seconds = round(time.perf_counter() - t0, 3)

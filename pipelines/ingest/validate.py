@@ -122,19 +122,23 @@ def _typed(col: Column, raw: pa.Array, r: _Reasons, plan: NumberPlan) -> pa.Arra
         out = _parse_times(v, k)
         r.flag(pc.and_(present, pc.is_null(out)), "unparseable_date", col.name)
         return out.cast(pa.date32()) if k == "date" else out
+    # below, a bad value is left in place: its row is rejected, only empties must become null
     if k == "month":
         good = _filled(pc.match_substring_regex(v, r"^\d{4}(0[1-9]|1[0-2])$"))
         r.flag(pc.and_(present, pc.invert(good)), "unparseable_date", col.name)
-        return pc.if_else(good, v, pa.scalar(None, pa.string()))
+        return _null_if_empty(v, empty)
     if k == "enum":
         good = pc.is_in(v, value_set=pa.array(col.values, pa.string()))
         r.flag(pc.and_(present, pc.invert(good)), "unknown_enum", col.name)
-        return pc.if_else(good, v, pa.scalar(None, pa.string()))
+        return _null_if_empty(v, empty)
     if k == "flag":
         good = pc.is_in(v, value_set=pa.array(["0", "1"]))
         r.flag(pc.and_(present, pc.invert(good)), "out_of_range", col.name)
         return pc.cast(pc.if_else(good, v, pa.scalar(None, pa.string())), pa.int8())
-    # plain string: empty means absent
+    return _null_if_empty(v, empty)  # plain string
+
+
+def _null_if_empty(v: pa.Array, empty: pa.Array) -> pa.Array:
     return pc.if_else(empty, pa.scalar(None, pa.string()), v) if pc.any(empty).as_py() else v
 
 
