@@ -6,7 +6,9 @@ measurements, never assertions.
 
 Environment: BENCH_SUBSCRIBERS (default 100000), BENCH_MONTHS (12), BENCH_DIR
 (default data/bench), BENCH_DUCKDB_MEMORY (features memory limit, default 2GB),
-BENCH_STAGES (comma list: rerun only these stages, reuse the other saved figures).
+BENCH_STAGES (comma list: rerun only these stages, reuse the other saved figures),
+BENCH_REPEAT (default 3: our ingest and bare pyarrow run alternately this many times,
+and the median run of each is reported, so a noisy shared machine hits both alike).
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from pathlib import Path
 ROOT = Path(os.environ.get("BENCH_DIR", "data/bench")).resolve()
 N = int(os.environ.get("BENCH_SUBSCRIBERS", "100000"))
 M = int(os.environ.get("BENCH_MONTHS", "12"))
+REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
+PAIRED = ("ingest_file", "bare_pyarrow")
 MEM = os.environ.get("BENCH_DUCKDB_MEMORY", "2GB")
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _peak_rss_mb() -> float:
@@ -75,7 +85,7 @@ def stage_ingest_file() -> dict:
     (work / "landing").mkdir(parents=True)
     os.link(src, work / "landing" / src.name)
     d = discover(work / "landing", {"cdr": s.sources.cdr}).current[0]
-    t0 = time.perf_counter()
+    c0, t0 = _cpu_seconds(), time.perf_counter()
     rep = ingest_file(d, lake=work / "lake", quarantine=work / "q", sources=s.sources,
                       plan=NumberPlan.from_config(s.numbering), cfg=s.ingest)  # fmt: skip
     sec = time.perf_counter() - t0
@@ -84,6 +94,7 @@ def stage_ingest_file() -> dict:
         "bytes": src.stat().st_size,
         "rows": rep.read,
         "seconds": sec,
+        "cpu_seconds": _cpu_seconds() - c0,
         "status": rep.status,
     }
 
@@ -95,7 +106,7 @@ def stage_bare_pyarrow() -> dict:
 
     src = _largest_cdr()
     out = ROOT / "bare.parquet"
-    t0 = time.perf_counter()
+    c0, t0 = _cpu_seconds(), time.perf_counter()
     reader = pacsv.open_csv(src, read_options=pacsv.ReadOptions(block_size=32 << 20),
                             parse_options=pacsv.ParseOptions(invalid_row_handler=lambda r: "skip"))  # fmt: skip
     rows = 0
@@ -104,7 +115,8 @@ def stage_bare_pyarrow() -> dict:
             w.write_batch(b)
             rows += b.num_rows
     sec = time.perf_counter() - t0
-    return {"rows": rows, "seconds": sec, "bytes": src.stat().st_size}
+    return {"rows": rows, "seconds": sec, "cpu_seconds": _cpu_seconds() - c0,
+            "bytes": src.stat().st_size}  # fmt: skip
 
 
 def stage_ingest_all() -> dict:
@@ -184,6 +196,22 @@ def _child(stage: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])  # the child measured its own peak memory
 
 
+def _paired() -> dict:
+    """Our ingest and bare pyarrow on the same file, alternated; the median run of each."""
+    runs: dict[str, list[dict]] = {st: [] for st in PAIRED}
+    for _ in range(REPEAT):
+        for st in PAIRED:
+            runs[st].append(_child(st))
+    out = {}
+    for st, rs in runs.items():
+        median = sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2]
+        out[st] = median | {
+            "runs_seconds": [round(r["seconds"], 2) for r in rs],
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+        }
+    return out
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--stage":
         res = STAGES[sys.argv[2]]()
@@ -199,6 +227,11 @@ def main() -> None:
     for stage in STAGES:
         if only and stage not in only.split(","):
             continue
+        if stage in PAIRED:
+            if stage == PAIRED[0] or (only and PAIRED[0] not in only.split(",")):
+                print(f"... {' vs '.join(PAIRED)}, {REPEAT} times each", flush=True)
+                results |= _paired()
+            continue
         print(f"... {stage}", flush=True)
         results[stage] = _child(stage)
     ing, bare = results["ingest_file"], results["bare_pyarrow"]
@@ -208,10 +241,12 @@ def main() -> None:
         f"synth           {results['synth']['seconds']:8.1f} s   {sum(results['synth']['rows'].values()):,} rows, "
         f"{results['synth']['bytes_on_disk'] / 1e9:.2f} GB on disk, peak {results['synth']['peak_rss_mb']:,.0f} MB",
         f"ingest (1 CDR)  {ing['seconds']:8.1f} s   {ing['rows'] / ing['seconds']:,.0f} rows/s, "
-        f"{ing['bytes'] / 1e6 / ing['seconds']:.1f} MB/s, peak {ing['peak_rss_mb']:,.0f} MB  ({ing['file']}, {ing['bytes'] / 1e6:.0f} MB)",
+        f"{ing['bytes'] / 1e6 / ing['seconds']:.1f} MB/s, CPU {ing.get('cpu_seconds', 0):.1f} s, peak {ing['peak_rss_mb']:,.0f} MB  "
+        f"({ing['file']}, {ing['bytes'] / 1e6:.0f} MB; runs {ing.get('runs_seconds')})",
         f"bare pyarrow    {bare['seconds']:8.1f} s   {bare['rows'] / bare['seconds']:,.0f} rows/s, "
-        f"{bare['bytes'] / 1e6 / bare['seconds']:.1f} MB/s, peak {bare['peak_rss_mb']:,.0f} MB",
-        f"ingest / bare pyarrow throughput ratio: {ratio:.2f}",
+        f"{bare['bytes'] / 1e6 / bare['seconds']:.1f} MB/s, CPU {bare.get('cpu_seconds', 0):.1f} s, peak {bare['peak_rss_mb']:,.0f} MB  "
+        f"(runs {bare.get('runs_seconds')})",
+        f"ingest / bare pyarrow throughput ratio (medians): {ratio:.2f}",
         f"ingest (all)    {results['ingest_all']['seconds']:8.1f} s   {results['ingest_all']['totals']['read']:,} rows, "
         f"peak {results['ingest_all']['peak_rss_mb']:,.0f} MB",
         f"features        {results['features']['seconds']:8.1f} s   {results['features']['snapshots']} snapshots, "

@@ -340,3 +340,62 @@ def test_a_file_named_for_a_date_that_does_not_exist_fails_clearly(tmp_path):
     (f,) = report.files
     assert f.status == "failed" and "20250229" in f.message and "not a valid date" in f.message
     assert not lk.parts(s.path("lake"), "cdr")
+
+
+def _write_csv(path, contract, rows):
+    pd.DataFrame([{c: r.get(c, "") for c in contract.names} for r in rows]).to_csv(
+        path, index=False
+    )
+
+
+def test_duplicates_keep_the_first_call_the_latest_bill_and_drop_repeats_across_files(tmp_path):
+    from pipelines.ingest.contract import CDR
+
+    s = make_settings(tmp_path)
+    land = s.path("landing")
+    land.mkdir(parents=True)
+    call = dict(msisdn="13812345678", other_number="13912345678", direction="MO", event_type="voice",
+                start_time="2025-03-05 10:00:00", duration_s="60", call_result="completed",
+                cell_id="C1", roaming="0", other_operator="own")  # fmt: skip
+    _write_csv(land / "cdr_202503.csv", CDR, [
+        call | {"record_id": "R1"},
+        call | {"record_id": "R2"},
+        call | {"record_id": "R1", "duration_s": "61"},  # resent inside the file: the first stays
+    ])  # fmt: skip
+    _write_csv(land / "cdr_202504.csv", CDR, [
+        call | {"record_id": "R2"},  # March's record delivered again in April's file
+        call | {"record_id": "R3", "start_time": "2025-04-01 08:00:00"},
+    ])  # fmt: skip
+    _write_csv(land / "billing_202503.csv", BILLING, [
+        _billing_row(),
+        _billing_row(msisdn="13812345679"),
+        _billing_row(plan_fee="48.00"),  # the same bill again, corrected: the latest row wins
+    ])  # fmt: skip
+    report = run_ingest(s)
+    by_file = {f.file: f for f in report.files}
+    march, april, bills = (
+        by_file["cdr_202503.csv"],
+        by_file["cdr_202504.csv"],
+        by_file["billing_202503.csv"],
+    )
+    assert (march.duplicates_within_file, march.duplicates_across_files, march.accepted) == (
+        1,
+        0,
+        2,
+    )
+    assert (april.duplicates_within_file, april.duplicates_across_files, april.accepted) == (
+        0,
+        1,
+        1,
+    )
+    assert (bills.duplicates_within_file, bills.accepted) == (1, 2)
+    con = duckdb.connect()
+    lk.register_views(con, s.path("lake"))
+    calls = con.sql("SELECT record_id, duration_s, _source_file FROM cdr ORDER BY 1").fetchall()
+    assert calls == [
+        ("R1", 60, "cdr_202503.csv"),
+        ("R2", 60, "cdr_202503.csv"),
+        ("R3", 60, "cdr_202504.csv"),
+    ]
+    fees = con.sql("SELECT msisdn, plan_fee FROM billing ORDER BY 1").fetchall()
+    assert fees == [("13812345678", 48.0), ("13812345679", 38.0)]
