@@ -263,6 +263,12 @@ def _billing_row(**over):
         ({"msisdn": ""}, "missing_key", "msisdn"),
         ({"plan_id": ""}, "missing_value", "plan_id"),
         ({"msisdn": "+86 138-1234-5678"}, None, None),
+        # padding is not an error: values are read trimmed
+        ({"payment_type": " prepaid ", "plan_fee": " 38.00", "activation_date": "2020-01-05 ",
+          "msisdn": " 13812345678", "contract_end_date": "  ", "family_bundle": "0 "}, None, None),  # fmt: skip
+        ({"msisdn": "   "}, "missing_key", "msisdn"),
+        ({"plan_id": " "}, "missing_value", "plan_id"),
+        ({"status": " frozen "}, "unknown_enum", "status"),
     ],
 )
 def test_billing_row_rules(over, reason, column):
@@ -274,6 +280,9 @@ def test_billing_row_rules(over, reason, column):
     if reason is None:
         assert acc.num_rows == 1 and rej.num_rows == 0
         assert acc["msisdn"][0].as_py() == "13812345678" and acc["month"][0].as_py() == "2025-03"
+        assert acc["payment_type"][0].as_py() == "prepaid" and acc["plan_fee"][0].as_py() == 38.0
+        assert acc["activation_date"][0].as_py() == dt.date(2020, 1, 5)
+        assert acc["family_bundle"][0].as_py() == 0 and acc["contract_end_date"][0].as_py() is None
     else:
         assert rej.num_rows == 1 and acc.num_rows == 0
         assert rej["reason"][0].as_py() == reason and rej["column"][0].as_py() == column

@@ -8,6 +8,7 @@ accepted rows only.
 from __future__ import annotations
 
 import datetime as dt
+from functools import reduce
 
 import numpy as np
 import pyarrow as pa
@@ -95,47 +96,68 @@ def _parse_times(v: pa.Array, kind: str) -> pa.Array:
 
 
 def _typed(col: Column, raw: pa.Array, r: _Reasons, plan: NumberPlan) -> pa.Array:
-    """Parse one column and flag its failures; returns the typed array (null where bad/empty)."""
-    v = pc.utf8_trim_whitespace(raw)
+    """Parse one column and flag its failures; returns the typed array (null where bad/empty).
+
+    Values are read trimmed. Plain strings are trimmed outright; for every other kind a
+    padded value fails its check, so only when a failing value has whitespace around
+    it is the column trimmed and checked again (most files never pay for trimming).
+    """
+    if col.kind == "str":
+        out, flags = _column(col, pc.utf8_trim_whitespace(raw), plan)
+    else:
+        out, flags = _column(col, raw, plan)
+        failed = [m for m, _ in flags if pc.any(m).as_py()]
+        if failed:
+            bad = reduce(pc.or_, failed)
+            sub = pc.filter(raw, bad)
+            if not pc.all(pc.fill_null(pc.equal(pc.utf8_trim_whitespace(sub), sub), True)).as_py():
+                out, flags = _column(col, pc.utf8_trim_whitespace(raw), plan)
+    for mask, reason in flags:
+        r.flag(mask, reason, col.name)
+    return out
+
+
+def _column(
+    col: Column, v: pa.Array, plan: NumberPlan
+) -> tuple[pa.Array, list[tuple[pa.Array, str]]]:
+    """(typed values, [(row mask, reason)] in the order the rules apply)."""
     empty = pc.fill_null(pc.equal(pc.binary_length(v), 0), True)
-    if col.required:
-        r.flag(empty, "missing_key" if col.key else "missing_value", col.name)
+    flags = [(empty, "missing_key" if col.key else "missing_value")] if col.required else []
     present = pc.invert(empty)
     k = col.kind
     if k == "msisdn":
         out = normalize_msisdn(v, plan)
-        r.flag(pc.and_(present, pc.is_null(out)), "malformed_msisdn", col.name)
-        return out
+        return out, [*flags, (pc.and_(present, pc.is_null(out)), "malformed_msisdn")]
     if k in _NUM:
         good = _filled(pc.match_substring_regex(v, _NUM[k]))
-        r.flag(pc.and_(present, pc.invert(good)), "unparseable_number", col.name)
+        flags.append((pc.and_(present, pc.invert(good)), "unparseable_number"))
         safe = pc.if_else(good, v, pa.scalar(None, pa.string()))
         out = pc.cast(safe, pa.int64() if k == "int" else pa.float64())
         if col.nonnegative:
-            r.flag(_filled(pc.less(out, 0)), "negative_value", col.name)
+            flags.append((_filled(pc.less(out, 0)), "negative_value"))
         if col.lo is not None:
-            r.flag(_filled(pc.less(out, col.lo)), "out_of_range", col.name)
+            flags.append((_filled(pc.less(out, col.lo)), "out_of_range"))
         if col.hi is not None:
-            r.flag(_filled(pc.greater(out, col.hi)), "out_of_range", col.name)
-        return out
+            flags.append((_filled(pc.greater(out, col.hi)), "out_of_range"))
+        return out, flags
     if k in _FMT:
         out = _parse_times(v, k)
-        r.flag(pc.and_(present, pc.is_null(out)), "unparseable_date", col.name)
-        return out.cast(pa.date32()) if k == "date" else out
+        flags.append((pc.and_(present, pc.is_null(out)), "unparseable_date"))
+        return (out.cast(pa.date32()) if k == "date" else out), flags
     # below, a bad value is left in place: its row is rejected, only empties must become null
     if k == "month":
         good = _filled(pc.match_substring_regex(v, r"^\d{4}(0[1-9]|1[0-2])$"))
-        r.flag(pc.and_(present, pc.invert(good)), "unparseable_date", col.name)
-        return _null_if_empty(v, empty)
+        flags.append((pc.and_(present, pc.invert(good)), "unparseable_date"))
+        return _null_if_empty(v, empty), flags
     if k == "enum":
         good = pc.is_in(v, value_set=pa.array(col.values, pa.string()))
-        r.flag(pc.and_(present, pc.invert(good)), "unknown_enum", col.name)
-        return _null_if_empty(v, empty)
+        flags.append((pc.and_(present, pc.invert(good)), "unknown_enum"))
+        return _null_if_empty(v, empty), flags
     if k == "flag":
         good = pc.is_in(v, value_set=pa.array(["0", "1"]))
-        r.flag(pc.and_(present, pc.invert(good)), "out_of_range", col.name)
-        return pc.cast(pc.if_else(good, v, pa.scalar(None, pa.string())), pa.int8())
-    return _null_if_empty(v, empty)  # plain string
+        flags.append((pc.and_(present, pc.invert(good)), "out_of_range"))
+        return pc.cast(pc.if_else(good, v, pa.scalar(None, pa.string())), pa.int8()), flags
+    return _null_if_empty(v, empty), flags  # plain string
 
 
 def _null_if_empty(v: pa.Array, empty: pa.Array) -> pa.Array:
