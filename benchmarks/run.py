@@ -7,7 +7,7 @@ measurements, never assertions.
 Environment: BENCH_SUBSCRIBERS (default 100000), BENCH_MONTHS (12), BENCH_DIR
 (default data/bench), BENCH_DUCKDB_MEMORY (features memory limit, default 2GB),
 BENCH_STAGES (comma list: rerun only these stages, reuse the other saved figures),
-BENCH_REPEAT (default 3: our ingest and bare pyarrow run alternately this many times,
+BENCH_REPEAT (default 5: our ingest and bare pyarrow run alternately this many times,
 and the median run of each is reported, so a noisy shared machine hits both alike).
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(os.environ.get("BENCH_DIR", "data/bench")).resolve()
 N = int(os.environ.get("BENCH_SUBSCRIBERS", "100000"))
 M = int(os.environ.get("BENCH_MONTHS", "12"))
-REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
+REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
 PAIRED = ("ingest_file", "bare_pyarrow")
 MEM = os.environ.get("BENCH_DUCKDB_MEMORY", "2GB")
 

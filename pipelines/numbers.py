@@ -244,15 +244,24 @@ def classify_other_number(
             norm = pc.replace_with_mask(arr, odd, nat)
         kind = pc.replace_with_mask(kind, odd, knd)
     is_mobile = pc.fill_null(pc.or_kleene(canonical, pc.equal(kind, "mobile")), False)
-    prefix = pc.utf8_slice_codeunits(pc.fill_null(norm, ""), 0, 3)
-    own = pc.is_in(prefix, value_set=pa.array(sorted(plan.own_prefixes), pa.string()))
     if declared_operator is not None:
         dec = declared_operator
         dec = dec.combine_chunks() if isinstance(dec, pa.ChunkedArray) else dec
         dec = pc.fill_null(dec.cast(pa.string()), "")
-        own = pc.if_else(pc.equal(dec, "own"), True, pc.if_else(pc.equal(dec, "other"), False, own))
-    mobile_kind = pc.if_else(own, OWN_MOBILE, OTHER_MOBILE)
-    category = pc.if_else(is_mobile, mobile_kind, pc.fill_null(kind, UNKNOWN))
+        own, other = pc.equal(dec, "own"), pc.equal(dec, "other")
+        by_prefix = pc.and_(is_mobile, pc.invert(pc.or_(own, other)))
+    else:
+        own, by_prefix = pa.repeat(pa.scalar(False), len(arr)), is_mobile
+    if pc.any(by_prefix).as_py():  # only mobiles whose operator nobody declared
+        prefix = pc.utf8_slice_codeunits(pc.filter(norm, by_prefix), 0, 3)
+        own_prefix = pc.is_in(prefix, value_set=pa.array(sorted(plan.own_prefixes), pa.string()))
+        own = pc.replace_with_mask(own, by_prefix, own_prefix)
+    category = pc.case_when(
+        pc.make_struct(pc.and_(is_mobile, own), is_mobile),
+        OWN_MOBILE,
+        OTHER_MOBILE,
+        pc.fill_null(kind, UNKNOWN),
+    )
     return norm, category
 
 
