@@ -146,6 +146,7 @@ class IngestConfig(_Strict):
     max_quarantine_rate: float = Field(0.05, ge=0, le=1)
     batch_bytes: int = Field(16 << 20, ge=1 << 16)
     part_max_rows: int = Field(2_000_000, ge=1000)
+    memory_pool: Literal["jemalloc", "mimalloc", "system", "default"] = "jemalloc"
     schema_version: int = 1
 
 

@@ -162,6 +162,27 @@ def _connect(tmp: Path, memory_limit: str, threads: int) -> duckdb.DuckDBPyConne
     return con
 
 
+def use_memory_pool(name: str) -> None:
+    """Make ``name`` Arrow's default allocator, unless ARROW_DEFAULT_MEMORY_POOL says otherwise.
+
+    Validation allocates and frees some 100 MB per block. mimalloc, Arrow's default,
+    returns freed pages to the system within milliseconds, so every block faults them
+    in again; jemalloc keeps them for a second. On the 247 MB benchmark CDR file that
+    is 15 % of the wall time (2.5 s -> 2.15 s, CPU 4.5 s -> 3.9 s).
+    """
+    if name == "default" or os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    if pa.default_memory_pool().backend_name == name:
+        return
+    make = {"jemalloc": pa.jemalloc_memory_pool, "mimalloc": pa.mimalloc_memory_pool,
+            "system": pa.system_memory_pool}[name]  # fmt: skip
+    try:
+        pa.set_memory_pool(make())
+    except NotImplementedError:  # a pyarrow build without it (e.g. jemalloc on Windows)
+        log.info("Arrow memory pool %s is not available; keeping %s", name,
+                 pa.default_memory_pool().backend_name)  # fmt: skip
+
+
 def _stem(d: Delivery, checksum: str) -> str:
     base = d.name.split(".csv")[0]
     return f"{base}-{checksum[:12]}"
@@ -433,6 +454,7 @@ def ingest_file(
 ) -> FileReport:
     """Ingest one delivery; commits it, skips it as unchanged, or fails it leaving the lake as it was."""
     t0 = time.perf_counter()
+    use_memory_pool(cfg.memory_pool)
     hooks = hooks or Hooks()
     contract = CONTRACTS[d.source]
     src_cfg = getattr(sources, d.source)
