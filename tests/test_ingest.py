@@ -264,8 +264,18 @@ def _billing_row(**over):
         ({"plan_id": ""}, "missing_value", "plan_id"),
         ({"msisdn": "+86 138-1234-5678"}, None, None),
         # padding is not an error: values are read trimmed
-        ({"payment_type": " prepaid ", "plan_fee": " 38.00", "activation_date": "2020-01-05 ",
-          "msisdn": " 13812345678", "contract_end_date": "  ", "family_bundle": "0 "}, None, None),  # fmt: skip
+        (
+            {
+                "payment_type": " prepaid ",
+                "plan_fee": " 38.00",
+                "activation_date": "2020-01-05 ",
+                "msisdn": " 13812345678",
+                "contract_end_date": "  ",
+                "family_bundle": "0 ",
+            },
+            None,
+            None,
+        ),  # fmt: skip
         ({"msisdn": "   "}, "missing_key", "msisdn"),
         ({"plan_id": " "}, "missing_value", "plan_id"),
         ({"status": " frozen "}, "unknown_enum", "status"),
@@ -408,3 +418,36 @@ def test_duplicates_keep_the_first_call_the_latest_bill_and_drop_repeats_across_
     ]
     fees = con.sql("SELECT msisdn, plan_fee FROM billing ORDER BY 1").fetchall()
     assert fees == [("13812345678", 48.0), ("13812345679", 38.0)]
+
+
+def test_small_blocks_and_parts_give_the_same_lake(world, tmp_path):
+    """Rolling parts and many blocks (duplicates spread over several parts) change nothing."""
+    cdr = sorted(world.path("landing").glob("cdr_*.csv"))[:3]
+    lakes = []
+    for name, over in (("default", {}), ("small", {"batch_bytes": 1 << 16, "part_max_rows": 1000})):
+        s = make_settings(tmp_path / name)
+        s.path("landing").mkdir(parents=True)
+        for p in cdr:
+            shutil.copy2(p, s.path("landing") / p.name)
+        s.ingest = s.ingest.model_copy(update=over)
+        report = run_ingest(s)
+        assert all(f.reconciles for f in report.files)
+        lakes.append((report, s))
+    (big, s_big), (small, s_small) = lakes
+    assert [(f.accepted, f.duplicates, f.quarantined) for f in big.files] == [
+        (f.accepted, f.duplicates, f.quarantined) for f in small.files
+    ]
+    assert sum(f.duplicates_across_files for f in small.files) > 0
+    per_month = [
+        len(lk.parts(s_small.path("lake"), "cdr", m))
+        for m in lk.months(s_small.path("lake"), "cdr")
+    ]
+    assert max(per_month) > len(cdr)  # the months really were split into several parts
+    rows = []
+    for s in (s_big, s_small):
+        con = duckdb.connect()
+        lk.register_views(con, s.path("lake"))
+        rows.append(
+            con.sql("SELECT * EXCLUDE (_delivered_at) FROM cdr ORDER BY record_id").fetchall()
+        )
+    assert rows[0] == rows[1]
