@@ -440,6 +440,43 @@ def _drop_rows(part: Path, row_numbers: pa.Array) -> int:
     return kept
 
 
+def _other_files_parts(
+    lake: Path, d: Delivery, manifest: dict, months: dict[str, list[Path]]
+) -> list[Path]:
+    """Committed parts of other deliveries in the months this delivery touches."""
+    wanted = {f"month={m}" for m in months}
+    return [
+        lake / d.source / rel
+        for name, e in manifest["files"].items()
+        if name != d.name
+        for rel in e["parts"]
+        if rel.split("/")[0] in wanted
+    ]
+
+
+def _without(parts: dict[str, list[Path]], drops: pa.Table) -> dict[str, list[Path]]:
+    """Rewrite the staged parts that hold dropped rows; the parts left, by month."""
+    files = drops["filename"]
+    for name in pc.unique(files).to_pylist():
+        _drop_rows(
+            Path(name), pc.filter(drops["_row_number"], pc.equal(files, name)).combine_chunks()
+        )
+    left = {m: [p for p in ps if p.exists()] for m, ps in parts.items()}
+    return {m: ps for m, ps in left.items() if ps}
+
+
+def _move_in(parts: dict[str, list[Path]], root: Path, stem: str) -> list[str]:
+    """Move staged parts under ``root/month=…/`` named for the delivery; their relative paths."""
+    rels = []
+    for m, ps in parts.items():
+        for p in ps:
+            dest = root / f"month={m}" / f"{stem}-{p.name.removeprefix('part-')}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(p, dest)
+            rels.append(f"month={m}/{dest.name}")
+    return rels
+
+
 def ingest_file(
     d: Delivery,
     *,
@@ -524,39 +561,22 @@ def ingest_file(
             )
 
         # duplicates: inside the file, then against what other files already committed
-        others = []
-        if contract.dedup_across_files:
-            months = {f"month={m}" for m in staged.parts}
-            others = [
-                lake / d.source / rel
-                for name, e in manifest["files"].items()
-                if name != d.name
-                for rel in e["parts"]
-                if rel.split("/")[0] in months
-            ]
+        others = (
+            _other_files_parts(lake, d, manifest, staged.parts)
+            if contract.dedup_across_files
+            else []
+        )
         drops = keys.duplicates(bool(contract.latest_wins_key), others)
         con.close()
         rep.duplicates_within_file = pc.sum(drops["within_file"].cast(pa.int64())).as_py() or 0
         rep.duplicates_across_files = drops.num_rows - rep.duplicates_within_file
         rep.duplicates = drops.num_rows
         rep.accepted = staged.accepted - drops.num_rows
-        if drops.num_rows:
-            files = drops["filename"]
-            for name in pc.unique(files).to_pylist():
-                gone = pc.filter(drops["_row_number"], pc.equal(files, name)).combine_chunks()
-                _drop_rows(Path(name), gone)
-        out_parts = {m: [p for p in ps if p.exists()] for m, ps in staged.parts.items()}
-        out_parts = {m: ps for m, ps in out_parts.items() if ps}
+        out_parts = _without(staged.parts, drops)
         rep.months = sorted(out_parts)
 
         # move parts in (invisible until the manifest lists them), then commit
-        rels = []
-        for m, ps in out_parts.items():
-            for p in ps:
-                dest = lake / d.source / f"month={m}" / f"{stem}-{p.name.removeprefix('part-')}"
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(p, dest)
-                rels.append(f"month={m}/{dest.name}")
+        rels = _move_in(out_parts, lake / d.source, stem)
         qname = None
         if rep.quarantined:
             (quarantine / d.source).mkdir(parents=True, exist_ok=True)
