@@ -127,6 +127,10 @@ class IngestReport:
                 "reasons": ", ".join(
                     f"{k}={v}" for k, v in sorted(f.quarantined_by_reason.items())
                 ),
+                "seconds": f.seconds,
+                "rows_per_s": round(f.read / f.seconds)
+                if f.status == "committed" and f.seconds
+                else None,
             }
             for f in self.files
         ]
@@ -660,8 +664,8 @@ def ingest_landing(
         report.files.append(rep)
         if rep.status == "committed":
             log.info(
-                "%s: read %d = accepted %d + quarantined %d + duplicates %d",
-                d.name, rep.read, rep.accepted, rep.quarantined, rep.duplicates,
+                "%s: read %d = accepted %d + quarantined %d + duplicates %d (%.1f s)",
+                d.name, rep.read, rep.accepted, rep.quarantined, rep.duplicates, rep.seconds,
             )  # fmt: skip
         if hooks and hooks.after_file:
             hooks.after_file(rep)
