@@ -89,7 +89,8 @@ def stage_ingest_file() -> dict:
     d = discover(work / "landing", {"cdr": s.sources.cdr}).current[0]
     c0, t0 = _cpu_seconds(), time.perf_counter()
     rep = ingest_file(d, lake=work / "lake", quarantine=work / "q", sources=s.sources,
-                      plan=NumberPlan.from_config(s.numbering), cfg=s.ingest)  # fmt: skip
+                      plan=NumberPlan.from_config(s.numbering), cfg=s.ingest,
+                      memory_limit=s.ingest.duckdb_memory_limit, threads=s.ingest.duckdb_threads)  # fmt: skip
     sec = time.perf_counter() - t0
     return {
         "file": src.name,

@@ -147,6 +147,8 @@ class IngestConfig(_Strict):
     batch_bytes: int = Field(16 << 20, ge=1 << 16)
     part_max_rows: int = Field(2_000_000, ge=1000)
     memory_pool: Literal["jemalloc", "mimalloc", "system", "default"] = "jemalloc"
+    duckdb_memory_limit: str = "2GB"  # for the key index used to find duplicates; spills beyond
+    duckdb_threads: int = Field(2, ge=1)
     schema_version: int = 1
 
 

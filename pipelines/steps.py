@@ -21,8 +21,8 @@ def ingest(settings: Settings, *, raise_on_failure: bool = True) -> IngestReport
         sources=settings.sources,
         numbering=settings.numbering,
         cfg=settings.ingest,
-        memory_limit=settings.features.duckdb_memory_limit,
-        threads=2,
+        memory_limit=settings.ingest.duckdb_memory_limit,
+        threads=settings.ingest.duckdb_threads,
         raise_on_failure=raise_on_failure,
     )
 
