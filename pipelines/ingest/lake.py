@@ -100,6 +100,11 @@ def recover(lake: Path, quarantine: Path, source: str) -> list[Path]:
     return removed
 
 
+def sql_list(paths: list[Path]) -> str:
+    """A DuckDB list literal of file paths, quotes escaped."""
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
 def scan_sql(lake: Path, source: str, max_month: str | None = None) -> str:
     """SQL reading one source as committed, with latest-delivery-wins where the contract says so.
 
@@ -114,8 +119,7 @@ def scan_sql(lake: Path, source: str, max_month: str | None = None) -> str:
             f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in lake_schema(source)
         )
         return f"SELECT {cols} WHERE false"
-    lst = ", ".join("'" + str(p).replace("'", "''") + "'" for p in files)
-    base = f"SELECT * FROM read_parquet([{lst}], hive_partitioning = false, union_by_name = true)"
+    base = f"SELECT * FROM read_parquet({sql_list(files)}, hive_partitioning = false, union_by_name = true)"
     key = CONTRACTS[source].latest_wins_key
     if key:
         k = ", ".join(key)

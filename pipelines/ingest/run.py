@@ -192,10 +192,6 @@ def _stem(d: Delivery, checksum: str) -> str:
     return f"{base}-{checksum[:12]}"
 
 
-def _sql_list(paths: list[Path]) -> str:
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
-
-
 def _parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
     return pq.ParquetWriter(path, schema, **parquet_layout(schema.metadata[b"source"].decode()))
 
@@ -367,15 +363,13 @@ class _KeyIndex:
     def __init__(self, con: duckdb.DuckDBPyConnection, key: tuple[str, ...]):
         self.con, self.key = con, ", ".join(key)
         self.parts: list[Path] = []
-        con.execute("CREATE TABLE k (h UBIGINT, _row_number BIGINT, part INTEGER)")
+        con.execute("CREATE TABLE k (h UBIGINT, _row_number BIGINT)")
 
     def add(self, table: pa.Table, part: Path) -> None:
         if part not in self.parts:
             self.parts.append(part)
         batch = table.select([*self.key.split(", "), "_row_number"])  # noqa: F841 - read by DuckDB
-        self.con.execute(
-            f"INSERT INTO k SELECT hash({self.key}), _row_number, {self.parts.index(part)} FROM batch"
-        )
+        self.con.execute(f"INSERT INTO k SELECT hash({self.key}), _row_number FROM batch")
 
     def duplicates(self, latest_wins: bool, others: list[Path]) -> pa.Table:
         """Rows to drop: (filename, _row_number, within_file).
@@ -391,7 +385,7 @@ class _KeyIndex:
             return empty
         other_h = "(SELECT NULL::UBIGINT AS h WHERE false)"
         if others:
-            other_h = f"(SELECT DISTINCT hash({key}) AS h FROM read_parquet({_sql_list(others)}))"
+            other_h = f"(SELECT DISTINCT hash({key}) AS h FROM read_parquet({lk.sql_list(others)}))"
         cand = con.sql(f"""
             SELECT _row_number FROM k SEMI JOIN (
                 SELECT h FROM k GROUP BY h HAVING count(*) > 1
@@ -402,7 +396,7 @@ class _KeyIndex:
         con.register("cand", pa.table({"_row_number": pa.array(cand, pa.int64())}))
         order = "_row_number DESC" if latest_wins else "_row_number"
         rows = f"""SELECT {key}, _row_number, filename
-                   FROM read_parquet({_sql_list(self.parts)}, filename = true)
+                   FROM read_parquet({lk.sql_list(self.parts)}, filename = true)
                    SEMI JOIN cand USING (_row_number)"""
         sql = f"""
             WITH c AS ({rows}),
@@ -419,12 +413,12 @@ class _KeyIndex:
             UNION ALL
             SELECT filename, _row_number, false AS within_file
             FROM (c ANTI JOIN within USING (filename, _row_number))
-            SEMI JOIN (SELECT DISTINCT {key} FROM read_parquet({_sql_list(others)})) USING ({key})"""
+            SEMI JOIN (SELECT DISTINCT {key} FROM read_parquet({lk.sql_list(others)})) USING ({key})"""
         return con.sql(sql).to_arrow_table()
 
 
-def _drop_rows(part: Path, row_numbers: pa.Array) -> int:
-    """Rewrite a staged part without the given rows; returns the rows kept (0: part removed)."""
+def _drop_rows(part: Path, row_numbers: pa.Array) -> None:
+    """Rewrite a staged part without the given rows; remove it if none are left."""
     tmp = part.with_name(part.name + ".tmp")
     kept = 0
     pf = pq.ParquetFile(part)
@@ -441,7 +435,6 @@ def _drop_rows(part: Path, row_numbers: pa.Array) -> int:
     else:
         tmp.unlink()
         part.unlink()
-    return kept
 
 
 def _other_files_parts(
