@@ -168,6 +168,31 @@ def choose_months(lake: Path, cfg: FeatureConfig) -> list[str]:
     return have[cfg.min_history_months - 1 :]
 
 
+def _write_snapshot(table: pa.Table, target: Path) -> None:
+    """Readers glob ``features.parquet``: they see the old file or the whole new one, never a part."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = lk.temp_name(target)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    lk.fsync_dir(target.parent)
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Half-written snapshots and catalogs of a killed build: never read, removed here."""
+    folders = [out, *sorted(d for d in out.glob("snapshot=*") if d.is_dir())]
+    for folder in folders:
+        for name in ("features.parquet", ".features.parquet", "catalog.md"):
+            for tmp in lk.stale_temps(folder, name):
+                log.info("removing %s, left by an interrupted feature build", tmp)
+                tmp.unlink(missing_ok=True)
+
+
 def build_features(
     lake: Path,
     out: Path,
@@ -185,6 +210,7 @@ def build_features(
     last = have[-1]
     rep = FeatureBuildReport(months=months)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(out)
     con = connect(cfg.duckdb_memory_limit, cfg.duckdb_threads, temp_dir or out / "_duckdb_tmp")
     try:
         lk.register_views(con, lake, suffix="_all")
@@ -195,11 +221,7 @@ def build_features(
 
         for m in tqdm(months, desc="feature snapshots", unit="month", disable=None):
             table = build_snapshot(con, lake, m, churn, cfg, last)
-            target = out / f"snapshot={m}" / "features.parquet"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(".features.parquet.tmp")
-            pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, target)
+            _write_snapshot(table, out / f"snapshot={m}" / "features.parquet")
             lab = table["label_churn"].drop_null()
             rep.rows[m] = table.num_rows
             rep.labelled[m] = len(lab)
@@ -214,7 +236,7 @@ def build_features(
     finally:
         con.close()
     catalog = out / "catalog.md"
-    catalog.write_text(render_markdown(FEATURES + [labels.LABEL]), encoding="utf-8")
+    lk.write_atomically(catalog, render_markdown(FEATURES + [labels.LABEL]).encode("utf-8"))
     rep.catalog = str(catalog)
     rep.seconds = round(time.perf_counter() - t0, 2)
     return rep

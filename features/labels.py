@@ -1,4 +1,4 @@
-"""Churn events (EXTRACTS.md definition) and the label of a snapshot.
+"""Churn events (docs/extracts.md definition) and the label of a snapshot.
 
 A subscriber churns in month m when billing shows ``cancelled``/``ported_out`` for m
 (first time), or, for prepaid, at the first of k consecutive silent months (no usage,

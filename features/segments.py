@@ -1,4 +1,4 @@
-"""DOMAIN.md behavioural segments as flags, from the other families' columns."""
+"""docs/domain.md behavioural segments as flags, from the other families' columns."""
 
 from __future__ import annotations
 

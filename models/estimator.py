@@ -122,7 +122,7 @@ def make_logistic(seed: int):
 
 
 class OperatorRules(ClassifierMixin, BaseEstimator):
-    """Baseline: the operators' own rules from DOMAIN.md turned into a score.
+    """Baseline: the operators' own rules from docs/domain.md turned into a score.
 
     One point each for an alert bill, an unresolved complaint, and short tenure with a
     low balance (or arrears); ties broken by dropped calls. No learning: ``fit`` only

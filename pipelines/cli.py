@@ -10,9 +10,52 @@ from typing import Annotated
 import typer
 
 from pipelines.config import ConfigError, Settings, load_config
+from pipelines.errors import ChurnError
 from pipelines.logs import setup_logging
+from pipelines.numbers import mask_text
 
-app = typer.Typer(
+
+class _App(typer.Typer):
+    """Errors end as one masked line on stderr; the traceback only with ``--log-level DEBUG``."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except SystemExit:
+            raise
+        except Exception as e:
+            if _State.debug:
+                raise
+            code = e.exit_code if isinstance(e, ChurnError) else 1
+            typer.secho(f"error: {one_line(e)}", fg=typer.colors.RED, err=True)
+            if not isinstance(e, ChurnError):
+                typer.secho(
+                    "  (unexpected: run again with --log-level DEBUG for the traceback)", err=True
+                )
+            raise SystemExit(code) from None
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one masked line, naming the file an OS error is about."""
+    if isinstance(e, OSError) and e.filename:
+        what = {
+            "ENOSPC": "the disk is full: free space and run again",
+            "EACCES": "permission denied: check who owns the data folder",
+            "EROFS": "the file system is read-only: mount it writable",
+            "EDQUOT": "the disk quota is exceeded",
+        }
+        import errno
+
+        hint = what.get(errno.errorcode.get(e.errno or 0, ""), e.strerror or str(e))
+        text = f"{e.filename}: {hint}"
+    elif isinstance(e, ChurnError):
+        text = str(e)
+    else:
+        text = f"{type(e).__name__}: {e}"
+    return mask_text(" ".join(text.split()))
+
+
+app = _App(
     help="Churn early-warning system for mobile operators.",
     no_args_is_help=True,
     add_completion=False,
@@ -32,14 +75,20 @@ NoPrefectOption = Annotated[
 
 class _State:
     config: Path | None = None
+    debug: bool = False
 
 
 def settings(overrides: dict | None = None) -> Settings:
+    """The effective settings; from here on this process creates files owner-only (privacy)."""
+    from pipelines.privacy import protect
+
     try:
-        return load_config(_State.config, overrides=overrides)
+        s = load_config(_State.config, overrides=overrides)
     except ConfigError as e:
         typer.secho(str(e), fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
+    protect(s)
+    return s
 
 
 @app.callback()
@@ -51,6 +100,7 @@ def main(
 ) -> None:
     setup_logging(log_level)
     _State.config = config
+    _State.debug = log_level.upper() == "DEBUG"
 
 
 @app.command("config")
@@ -104,9 +154,10 @@ def ingest(
     no_prefect: NoPrefectOption = False,
 ) -> None:
     """Validate the landing folder into the Parquet lake (quarantine, reconciliation report)."""
-    from pipelines.ingest.run import IngestFailed
+    from pipelines.ingest.run import IngestFailed, check_landing
 
     s = settings()
+    check_landing(s.path("landing"))  # before the lock or Prefect create anything under data_dir
     try:
         if no_prefect:
             from pipelines import steps
@@ -114,8 +165,8 @@ def ingest(
             totals = steps.ingest(s).totals()
         else:
             totals = _flows(s).ingest_flow(s)
-    except IngestFailed as e:
-        typer.secho(str(e), fg=typer.colors.RED, err=True)
+    except IngestFailed as e:  # the files that went in stay in; one line names the others
+        typer.secho(f"error: {one_line(e)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(totals, indent=2))
 
@@ -245,6 +296,16 @@ def demo(
             ]
         )
     )
+
+
+@app.command("rotate-key")
+def rotate_key() -> None:
+    """Start a new subscriber-key secret (keys in lists change; next month's diff still matches)."""
+    from pipelines.privacy import rotate_secret
+
+    old, new = rotate_secret(settings())
+    log.info("subscriber key %s replaced by %s; the previous secret is kept for one diff", old, new)
+    typer.echo(json.dumps({"previous_key_id": old, "key_id": new}))
 
 
 @app.command()

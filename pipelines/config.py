@@ -11,8 +11,9 @@ import hashlib
 import json
 import os
 import re
-from pathlib import Path
-from typing import Any, Literal
+import types
+from pathlib import Path, PurePath
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -43,6 +44,7 @@ class Paths(_Strict):
     reports: Path = Path("reports")
     mlflow: Path = Path("mlflow")
     prefect_home: Path = Path("prefect")
+    secrets: Path = Path("secrets")  # the subscriber-key secret: owner-only, never under outputs
 
     def resolve(self, name: str) -> Path:
         """Absolute path of a named folder: relative ones live under ``data_dir``.
@@ -159,7 +161,7 @@ class ChurnDefinition(_Strict):
 
 
 class FeatureRules(_Strict):
-    """Business thresholds from DOMAIN.md; operators tune them here, not in code."""
+    """Business thresholds from docs/domain.md; operators tune them here, not in code."""
 
     member_min_bill: float = Field(1000.0, gt=0)
     vip_min_bill: float = Field(500.0, gt=0)
@@ -267,6 +269,13 @@ class PublishConfig(_Strict):
     explain_sample: int = Field(200, ge=10)
 
 
+class PrivacyConfig(_Strict):
+    """Who may read what: folders with full numbers are owner-only; masked lists are shared."""
+
+    owner_only: bool = True
+    share_outputs: bool = True
+
+
 class OrchestrationConfig(_Strict):
     monthly_cron: str = "0 3 3 * *"
     timezone: str = "Asia/Shanghai"
@@ -277,6 +286,7 @@ class OrchestrationConfig(_Strict):
         default_factory=list
     )
     mlflow_ui_url: str = "http://127.0.0.1:5000"
+    lock_timeout_seconds: float = Field(0, ge=0)  # 0: a second writer fails at once
 
     @field_validator("monthly_cron")
     @classmethod
@@ -297,6 +307,7 @@ class Settings(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     reasons: ReasonConfig
     publish: PublishConfig
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 
     def tracking_uri(self) -> str:
@@ -329,8 +340,74 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _strip_none(tp: Any) -> Any:
+    """``X | None`` as ``X``; other annotations unchanged."""
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _field_type(parts: list[str]) -> Any:
+    """The annotation a key path leads to in :class:`Settings` (dict values included); None if unknown."""
+    tp: Any = Settings
+    for p in parts:
+        tp = _strip_none(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            f = tp.model_fields.get(p)
+            if f is None:
+                return None
+            tp = f.annotation
+        elif get_origin(tp) is dict:
+            args = get_args(tp)
+            tp = args[1] if len(args) == 2 else Any
+        else:
+            return None
+    return tp
+
+
+def _is_text(tp: Any) -> bool:
+    """Fields whose value is the text itself: str, paths, literals of strings."""
+    tp = _strip_none(tp)
+    origin = get_origin(tp)
+    if origin is Literal:
+        return all(isinstance(a, str) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return all(_is_text(a) for a in get_args(tp))
+    return isinstance(tp, type) and issubclass(tp, (str, PurePath))
+
+
+def _is_structured(tp: Any) -> bool:
+    tp = _strip_none(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return True
+    return get_origin(tp) in (list, dict, set, tuple, frozenset)
+
+
+def _env_value(key: str, parts: list[str], raw: str) -> Any:
+    """An environment value typed for its field: environment values are text, the model is not.
+
+    Text fields keep the raw value (``86`` stays ``"86"``, ``007`` stays ``"007"``). Lists,
+    dicts and sections are YAML, with scalars kept as text so pydantic coerces each one to
+    the declared item type (``[134, 0135]`` into list[str] keeps both as written). Numbers
+    and booleans, and keys the model does not know, are YAML scalars.
+    """
+    if raw == "":
+        return ""
+    tp = _field_type(parts)
+    if tp is not None and _is_text(tp):
+        return raw
+    try:
+        if tp is not None and _is_structured(tp):
+            return yaml.load(raw, Loader=yaml.BaseLoader)  # BaseLoader: every scalar stays text
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"environment variable {key} is not valid YAML: {e}") from None
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
-    """``CHURN__A__B=v`` becomes ``{"a": {"b": v}}``; values are parsed as YAML scalars."""
+    """``CHURN__A__B=v`` becomes ``{"a": {"b": v}}``, ``v`` typed for the field ``a.b``."""
     tree: dict[str, Any] = {}
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX):
@@ -341,7 +418,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         node = tree
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        node[parts[-1]] = _env_value(key, parts, raw)
     return tree
 
 

@@ -6,6 +6,7 @@ Import this module only after :func:`pipelines.runtime.prepare_environment`.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 from datetime import timedelta
@@ -15,7 +16,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from pipelines import steps
 from pipelines.config import Settings, load_config
+from pipelines.errors import ChurnError
 from pipelines.ingest.run import IngestFailed
+from pipelines.locking import settings_lock
 
 _DEFAULT_RETRIES = load_config().orchestration
 
@@ -38,8 +41,42 @@ def _features_cache_key(context, parameters) -> str:
     return "features-" + h.hexdigest()[:24]
 
 
+# OS errors that stay the same however often the step is run again
+_PERMANENT_OS_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+_PERMANENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether running the step again can help: only the fault drill and passing OS trouble.
+
+    Bad input, a missing file or champion, a config error, a held lock or a failed ingest
+    fail the same way on every attempt; retrying them only delays the message.
+    """
+    if isinstance(exc, (ChurnError, IngestFailed)):
+        return False
+    if isinstance(exc, steps.InjectedFault):
+        return True
+    if isinstance(exc, OSError):
+        return not isinstance(exc, _PERMANENT_OS_ERRORS) and exc.errno not in _PERMANENT_ERRNOS
+    return False
+
+
+def _retry_transient(task, task_run, state) -> bool:
+    """Prefect's ``retry_condition_fn(task, task_run, state)``: retry transient errors only."""
+    exc = state.data
+    return isinstance(exc, BaseException) and is_transient(exc)
+
+
 RETRY = dict(
-    retries=_DEFAULT_RETRIES.task_retries, retry_delay_seconds=_DEFAULT_RETRIES.retry_delay_seconds
+    retries=_DEFAULT_RETRIES.task_retries,
+    retry_delay_seconds=_DEFAULT_RETRIES.retry_delay_seconds,
+    retry_condition_fn=_retry_transient,
 )
 
 
@@ -180,16 +217,17 @@ def monthly_refresh(
     """ingest -> features -> train (when due) -> score -> publish, for `month` (default: the latest)."""
     s = _settings(settings)
     logger = get_run_logger()
-    out = {"ingest": ingest_flow(s), "features": build_features_flow(s)}
-    due, why = steps.retrain_due(s)
-    if due or force_retrain:
-        logger.info("retraining: %s", "forced" if force_retrain else why)
-        out["train"] = train_flow(s)
-    else:
-        logger.info("no retraining: %s", why)
-        out["train"] = {"skipped": why}
-    out["score"] = score_flow(s, month)
-    out["publish"] = publish_flow(s, out["score"]["month"])
+    with settings_lock(s, "refresh"):  # once for the whole run; the steps inside re-enter it
+        out = {"ingest": ingest_flow(s), "features": build_features_flow(s)}
+        due, why = steps.retrain_due(s)
+        if due or force_retrain:
+            logger.info("retraining: %s", "forced" if force_retrain else why)
+            out["train"] = train_flow(s)
+        else:
+            logger.info("no retraining: %s", why)
+            out["train"] = {"skipped": why}
+        out["score"] = score_flow(s, month)
+        out["publish"] = publish_flow(s, out["score"]["month"])
     return out
 
 

@@ -272,3 +272,31 @@ def mask_msisdn(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     head = pc.utf8_slice_codeunits(arr, 0, 3)
     tail = pc.utf8_slice_codeunits(arr, 7, 11)
     return pc.binary_join_element_wise(head, "****", tail, "")
+
+
+# Any way a mobile number can be written that ``normalize_msisdn`` accepts: an optional
+# country code (+86, 0086, 86, with or without a separator), a trunk 0, and spaces,
+# dashes or dots between the digits. Digits on either side mean it is part of
+# something longer (an id, a timestamp) and is left alone.
+_SEP = r"[\s\-.]?"
+MOBILE_IN_TEXT = re.compile(
+    r"(?<![\d+])(?:(?:\+|00)\s?86" + _SEP + r"|\(\+?86\)\s?|86" + _SEP + r"|0)?"
+    r"(1" + _SEP + r"[3-9]" + _SEP + r"\d)((?:" + _SEP + r"\d){4})((?:" + _SEP + r"\d){4})(?!\d)"
+)
+
+
+def _masked(m: re.Match) -> str:
+    digits = re.sub(r"\D", "", m.group(1)) + "****" + re.sub(r"\D", "", m.group(3))
+    return digits
+
+
+def mask_text(text: str) -> str:
+    """Every mobile number inside free text, in any accepted form, as ``138****5678``.
+
+    The one mask used by logs, error messages, reports, Prefect artifacts and exported
+    free text (complaint descriptions), so a number cannot slip out in a spelling that
+    a narrower pattern misses.
+    """
+    if not text:
+        return text
+    return MOBILE_IN_TEXT.sub(_masked, text)

@@ -29,7 +29,8 @@ from features.build import read_snapshots
 from models import explain, policy
 from pipelines.config import Settings
 from pipelines.ingest import lake as lk
-from pipelines.numbers import mask_msisdn
+from pipelines.numbers import mask_msisdn, mask_text
+from pipelines.privacy import key_id, previous_secret, share, subscriber_keys, subscriber_secret
 
 log = logging.getLogger(__name__)
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -138,6 +139,11 @@ def neutralise(value):
     return value
 
 
+def safe_text(value):
+    """Free text as it may leave the building: numbers inside it masked, formulas inert."""
+    return neutralise(mask_text(value)) if isinstance(value, str) else value
+
+
 def _read_ids(path: Path) -> set[str]:
     if not path.exists():
         return set()
@@ -176,10 +182,30 @@ LIST_COLUMNS = [
 ]  # fmt: skip
 
 
-def _subscriber_key(msisdn: pd.Series, salt: str) -> pd.Series:
-    import hashlib
+def _match_keys(settings: Settings, decided: pd.DataFrame, prev_folder: Path, secret: bytes) -> str:
+    """The column of ``decided`` that joins with last month's published keys.
 
-    return msisdn.map(lambda m: hashlib.sha256((salt + m).encode()).hexdigest()[:16])
+    After a key rotation last month's list carries keys under the previous secret; they
+    are computed for this month's subscribers too (internally, never published).
+    """
+    try:
+        meta = json.loads((prev_folder / "manifest.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        meta = {}
+    prev_id = (meta.get("subscriber_key") or {}).get("key_id")
+    if prev_id in (None, key_id(secret)):
+        return "subscriber_key"
+    old = previous_secret(settings)
+    if old is not None and key_id(old) == prev_id:
+        decided["_previous_key"] = subscriber_keys(decided["msisdn"], old)
+        return "_previous_key"
+    log.warning(
+        "the list of %s was published under subscriber key %s, which is no longer here: "
+        "this diff cannot match anyone and shows everyone as new",
+        prev_folder.name, prev_id,
+    )  # fmt: skip
+    decided["_previous_key"] = None
+    return "_previous_key"
 
 
 def _write_xlsx(df: pd.DataFrame, path: Path, sheet: str) -> None:
@@ -238,20 +264,30 @@ def _write_all_formats(df: pd.DataFrame, folder: Path, stem: str) -> None:
 
 
 def _diff(
-    current: pd.DataFrame, previous: pd.DataFrame | None, decided: pd.DataFrame
+    current: pd.DataFrame,
+    previous: pd.DataFrame | None,
+    decided: pd.DataFrame,
+    match_key: str = "subscriber_key",
 ) -> pd.DataFrame:
-    cur = current[["subscriber_key", "msisdn", "list_rank"]]
+    """New / still on the list / dropped against last month's list.
+
+    ``match_key`` is the column of ``current`` and ``decided`` holding each subscriber's
+    key under the secret last month's list was published with (after a key rotation
+    that is the previous secret), so the months still join.
+    """
+    cur = current[["subscriber_key", "msisdn", "list_rank"]].assign(_match=current[match_key])
     if previous is None:
-        return cur.assign(change="new", why="first list")
+        return cur.drop(columns="_match").assign(change="new", why="first list")
     prev = previous[["subscriber_key", "msisdn", "list_rank"]].rename(
-        columns={"list_rank": "previous_rank"}
+        columns={"list_rank": "previous_rank", "subscriber_key": "_match"}
     )
-    m = cur.merge(prev.drop(columns="msisdn"), on="subscriber_key", how="left")
+    m = cur.merge(prev.drop(columns="msisdn"), on="_match", how="left")
     m["change"] = np.where(m.previous_rank.isna(), "new", "still_on_list")
     m["why"] = np.where(m.previous_rank.isna(), "newly at risk", "still at risk")
-    gone = prev[~prev.subscriber_key.isin(cur.subscriber_key)].copy()
-    why = decided.set_index("subscriber_key")["exclusion"]
-    gone["why"] = gone.subscriber_key.map(why).fillna("left the base (churned or no longer active)")
+    gone = prev[~prev._match.isin(cur._match)].copy()
+    gone["subscriber_key"] = gone["_match"]
+    why = decided.set_index(match_key)["exclusion"]
+    gone["why"] = gone._match.map(why).fillna("left the base (churned or no longer active)")
     gone["why"] = gone["why"].replace(
         {
             "not_profitable": "no longer profitable to contact",
@@ -299,26 +335,34 @@ def publish(settings: Settings, month: str | None = None) -> dict:
         do_not_contact=_read_ids(settings.crm_file(cfg.do_not_contact, "do_not_contact.csv")),
         seed=settings.model.seed + int(month.replace("-", "")),
     )  # fmt: skip
-    decided["subscriber_key"] = _subscriber_key(decided["msisdn"], settings.model.name)
+    secret = subscriber_secret(settings)
+    decided["subscriber_key"] = subscriber_keys(decided["msisdn"], secret)
+    root = settings.path("outputs") / "retention"
+    previous = sorted(
+        p for p in root.glob("*") if p.is_dir() and not p.name.startswith(".") and p.name < month
+    )
+    prev_list, match_key = None, "subscriber_key"
+    if previous:
+        prev_list = pd.read_parquet(previous[-1] / "all.parquet")
+        match_key = _match_keys(settings, decided, previous[-1], secret)
     chosen = decided[decided.selected].copy()
     chosen = chosen.merge(_last_complaint(settings.path("lake"), month), on="msisdn", how="left")
     if not cfg.show_full_msisdn:
         chosen["msisdn"] = mask_msisdn(pa.array(chosen["msisdn"])).to_pylist()
-    lst = chosen.reindex(columns=LIST_COLUMNS).sort_values("list_rank").reset_index(drop=True)
+    keep = [*LIST_COLUMNS, *([match_key] if match_key != "subscriber_key" else [])]
+    lst = chosen.reindex(columns=keep).sort_values("list_rank").reset_index(drop=True)
     for c in lst.columns:
-        if lst[c].dtype == object or pd.api.types.is_string_dtype(lst[c]):
-            lst[c] = lst[c].map(neutralise)
+        if c == "msisdn" and cfg.show_full_msisdn:
+            lst[c] = lst[c].map(neutralise)  # asked for on purpose: left whole
+        elif lst[c].dtype == object or pd.api.types.is_string_dtype(lst[c]):
+            lst[c] = lst[c].map(safe_text)
     lst["callback_due"] = (
         lst["callback_due"].astype(str).replace({"None": "", "NaT": "", "nan": ""})
     )
 
-    root = settings.path("outputs") / "retention"
     final = root / month
-    previous = sorted(
-        p for p in root.glob("*") if p.is_dir() and not p.name.startswith(".") and p.name < month
-    )
-    prev_list = pd.read_parquet(previous[-1] / "all.parquet") if previous else None
-    diff = _diff(lst, prev_list, decided)
+    diff = _diff(lst, prev_list, decided, match_key)
+    lst = lst[LIST_COLUMNS]
     stage = root / f".{month}.tmp"
     if stage.exists():
         shutil.rmtree(stage)
@@ -349,6 +393,7 @@ def publish(settings: Settings, month: str | None = None) -> dict:
         "config_fingerprint": settings.fingerprint(),
         "published_at": dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
         "msisdn_masked": not cfg.show_full_msisdn,
+        "subscriber_key": {"kind": "HMAC-SHA256", "key_id": key_id(secret)},
         "counts": counts,
         "files": sorted(p.name for p in stage.iterdir()) + ["manifest.json", "report.html"],
     }
@@ -361,6 +406,7 @@ def publish(settings: Settings, month: str | None = None) -> dict:
     old = root / f".{month}.old"
     if final.exists():
         os.replace(final, old)
+    share(settings, stage)
     os.replace(stage, final)
     shutil.rmtree(old, ignore_errors=True)
     log.info("published %s: %s", final, counts)

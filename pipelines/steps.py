@@ -2,16 +2,73 @@
 
 They hold no data logic of their own; they resolve paths from the config and call the
 library. Every step here runs without Prefect.
+
+Every step that writes the data folder holds its lock (:mod:`pipelines.locking`) while it
+runs, so two runs never write the lake, features, model store or lists at once; a
+second run waits ``orchestration.lock_timeout_seconds`` and then fails with
+:class:`~pipelines.locking.LockHeld` naming the holder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from pipelines.config import Settings
 from pipelines.ingest.run import IngestReport, ingest_landing
+from pipelines.locking import settings_lock
+from pipelines.numbers import mask_text
+from pipelines.privacy import protect
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
+@contextlib.contextmanager
+def masked_errors(data_dir: Path) -> Iterator[None]:
+    """Re-raise an exception with phone numbers in its message masked (its type unchanged).
+
+    An OS error that names no file (Arrow's "No space left on device") gets the data
+    folder as its file, so the one-line message still says where to look.
+    """
+    try:
+        yield
+    except OSError as e:
+        if e.errno and not e.filename:
+            e.filename = str(data_dir)
+        raise
+    except Exception as e:
+        args = tuple(mask_text(a) if isinstance(a, str) else a for a in e.args)
+        if args != e.args:
+            e.args = args
+        raise
+
+
+def writes_data(step: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Run the step holding the data folder's lock (re-entrant: a refresh already holds it).
+
+    Files it creates are owner-only (:func:`pipelines.privacy.protect`), and an error it
+    raises leaves with any phone number in its message masked, so neither Prefect's
+    state messages nor a log line can carry one.
+    """
+
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            settings = kwargs["settings"] if "settings" in kwargs else args[0]
+            protect(settings)  # type: ignore[arg-type]
+            with masked_errors(settings.path("data_dir")), settings_lock(settings, step):  # type: ignore[arg-type]
+                return fn(*args, **kwargs)
+
+        return run
+
+    return wrap
+
+
+@writes_data("ingest")
 def ingest(settings: Settings, *, raise_on_failure: bool = True) -> IngestReport:
     return ingest_landing(
         settings.path("landing"),
@@ -27,6 +84,7 @@ def ingest(settings: Settings, *, raise_on_failure: bool = True) -> IngestReport
     )
 
 
+@writes_data("features")
 def build_features(settings: Settings, months: list[str] | None = None):
     from features.build import build_features as build
 
@@ -40,6 +98,7 @@ def build_features(settings: Settings, months: list[str] | None = None):
     )
 
 
+@writes_data("train")
 def train(settings: Settings, lgbm_overrides: dict | None = None):
     """Train on the feature snapshots; register in MLflow; promote only a better model."""
     from features.build import model_features, read_snapshots
@@ -66,6 +125,7 @@ def train(settings: Settings, lgbm_overrides: dict | None = None):
     )
 
 
+@writes_data("train")
 def train_table(
     settings: Settings, table: Path, *, id_col: str, label_col: str, time_col: str | None = None
 ):
@@ -91,12 +151,14 @@ def train_table(
     )
 
 
+@writes_data("score")
 def score(settings: Settings, month: str | None = None):
     from pipelines.publish import score as run
 
     return run(settings, month)
 
 
+@writes_data("publish")
 def publish(settings: Settings, month: str | None = None) -> dict:
     from pipelines.publish import publish as run
 

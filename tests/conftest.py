@@ -29,6 +29,15 @@ def world(tmp_path_factory) -> Settings:
     return s
 
 
+@pytest.fixture(scope="session")
+def tiny_landing(tmp_path_factory) -> Path:
+    """A tiny operator's extracts (300 subscribers x 6 months), for runs in child processes."""
+    root = tmp_path_factory.mktemp("tinyworld")
+    s = make_settings(root, subscribers=300, months=6, seed=3)
+    generate(s, s.path("landing"), s.path("truth"), show_progress=False)
+    return s.path("landing")
+
+
 def run_ingest(s: Settings, landing: Path | None = None, **kw):
     from pipelines.ingest.run import ingest_landing
 
@@ -65,6 +74,19 @@ def trained(tmp_path_factory):
     steps.build_features(s)
     result = steps.train(s)
     return s, result
+
+
+@pytest.fixture(scope="session")
+def published(trained):
+    """The trained world scored and published for two months (the second diffs the first)."""
+    from pipelines import steps
+
+    s, _ = trained
+    prev = steps.score(s, "2025-10")
+    steps.publish(s, "2025-10")
+    sc = steps.score(s)
+    manifest = steps.publish(s)
+    return s, sc, manifest, prev
 
 
 @pytest.fixture(scope="session")

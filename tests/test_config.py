@@ -57,3 +57,46 @@ def test_relative_data_dir_is_the_project_root_whatever_the_working_directory(
     s = load_config(environ={})
     assert s.path("data_dir") == PROJECT_ROOT / "data"
     assert s.path("lake") == PROJECT_ROOT / "data" / "lake"
+
+
+def test_environment_values_take_the_type_of_their_field():
+    """Environment values are text: a str field keeps it as written, other fields parse it."""
+    env = {
+        "CHURN__NUMBERING__COUNTRY_CODE": "86",  # the YAML default itself; was refused as an int
+        "CHURN__MODEL__NAME": "007",  # not the number 7
+        "CHURN__SOURCES__CDR__DELIMITER": "|",  # not a YAML block scalar
+        "CHURN__SYNTH__SUBSCRIBERS": "900",
+        "CHURN__ORCHESTRATION__LOCK_TIMEOUT_SECONDS": "2.5",
+        "CHURN__PUBLISH__SHOW_FULL_MSISDN": "true",
+        "CHURN__ORCHESTRATION__FAIL_ONCE": "[ingest, score]",
+        "CHURN__NUMBERING__OWN_MOBILE_PREFIXES": "[134, 0135]",  # list[str]: kept as written
+        "CHURN__PUBLISH__CAPACITY_PER_CHANNEL": "{sms_app: 50}",
+        "CHURN__REASONS__GROUPS__NETWORK__EN": "123",  # a str inside a dict of models
+    }
+    s = load_config(environ=env)
+    assert s.numbering.country_code == "86"
+    assert s.model.name == "007"
+    assert s.sources.cdr.delimiter == "|"
+    assert s.synth.subscribers == 900
+    assert s.orchestration.lock_timeout_seconds == 2.5
+    assert s.publish.show_full_msisdn is True
+    assert s.orchestration.fail_once == ["ingest", "score"]
+    assert s.numbering.own_mobile_prefixes == ["134", "0135"]
+    assert s.publish.capacity_per_channel["sms_app"] == 50  # merged into the YAML mapping
+    assert s.reasons.groups["network"].en == "123"
+
+
+def test_a_wrong_environment_value_names_its_key():
+    with pytest.raises(ConfigError, match="synth.subscribers"):
+        load_config(environ={"CHURN__SYNTH__SUBSCRIBERS": "many"})
+    with pytest.raises(ConfigError, match="CHURN__ORCHESTRATION__FAIL_ONCE"):
+        load_config(environ={"CHURN__ORCHESTRATION__FAIL_ONCE": "[ingest"})
+
+
+def test_lock_timeout_is_in_the_model_and_the_default_yaml():
+    import yaml
+
+    from pipelines.config import DEFAULT_CONFIG
+
+    assert load_config(environ={}).orchestration.lock_timeout_seconds == 0
+    assert yaml.safe_load(DEFAULT_CONFIG.read_text())["orchestration"]["lock_timeout_seconds"] == 0

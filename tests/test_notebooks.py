@@ -9,6 +9,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests.leaks import known_numbers, numbers_in
+
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9][0-9]-*.ipynb"))
 PHONE = re.compile(r"(?<![\d.])1[3-9]\d{9}(?!\d)|1\d\d\*{4}\d{4}")
 
@@ -49,3 +51,5 @@ def test_notebook_runs_and_shows_no_phone_number(path, trained, monkeypatch, tmp
     assert any(texts), "the notebook produced no output at all"
     leaks = [m.group(0) for t in texts for m in PHONE.finditer(t)]
     assert not leaks, leaks[:5]
+    # and no subscriber number in any other spelling (+86, dashes, spaces)
+    assert not numbers_in("\n".join(texts).encode(), known_numbers(s))

@@ -13,20 +13,9 @@ import pytest
 
 from features.build import read_snapshots
 from models import explain
-from pipelines import steps
 from pipelines.publish import _write_xlsx, neutralise
 
 MOBILE = re.compile(rb"(?<![\d.])1[3-9]\d{9}(?!\d)")  # not inside a decimal fraction
-
-
-@pytest.fixture(scope="module")
-def published(trained):
-    s, res = trained
-    prev = steps.score(s, "2025-10")
-    steps.publish(s, "2025-10")
-    sc = steps.score(s)
-    manifest = steps.publish(s)
-    return s, sc, manifest, prev
 
 
 def test_scores_every_active_subscriber_of_the_latest_snapshot_with_the_champion(published):

@@ -214,6 +214,8 @@ REASONS = (
     "future_date",
     "activation_after_bill_month",
     "opened_after_update",
+    "closed_before_opened",
     "bill_arithmetic",
     "truncated_row",
+    "bad_encoding",  # bytes not valid in the file's encoding (a line from another system)
 )

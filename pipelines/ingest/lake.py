@@ -9,8 +9,10 @@ moved in are orphans, removed by the next run. Readers go through :func:`parts` 
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import duckdb
 
 from pipelines.ingest.contract import CONTRACTS, SCHEMA_VERSION
+from pipelines.locking import pid_alive
 
 MANIFEST = "_manifest.json"
 STAGING = "_staging"
@@ -44,15 +47,66 @@ def read_manifest(lake: Path, source: str) -> dict[str, Any]:
     return m
 
 
+def temp_name(path: Path) -> Path:
+    """A temporary sibling no other writer can pick: ``<name>.<pid>.<random>.tmp``.
+
+    Two writers of one file never share a temporary, and a leftover names the process
+    that wrote it (see :func:`stale_temps`).
+    """
+    return path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _temp_owner(tmp: Path, name: str) -> int | None:
+    """The pid in a :func:`temp_name` leftover of ``name``; None for an old fixed-name temporary."""
+    middle = tmp.name.removeprefix(name).removesuffix(".tmp").strip(".")
+    pid = middle.split(".", 1)[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def stale_temps(folder: Path, name: str) -> list[Path]:
+    """Temporaries of ``folder/name`` left by writers that are gone (killed mid-write)."""
+    out = []
+    for tmp in sorted(folder.glob(f"{glob.escape(name)}*.tmp")):
+        pid = _temp_owner(tmp, name)
+        if pid is None or (pid != os.getpid() and not pid_alive(pid)):
+            out.append(tmp)
+    return out
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` all at once: unique temporary, fsync, rename, fsync folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_manifest(lake: Path, source: str, manifest: dict[str, Any]) -> None:
-    p = manifest_path(lake, source)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    """Commit point of a source: the whole manifest replaces the old one, or nothing changes."""
+    text = json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False)
+    write_atomically(manifest_path(lake, source), text.encode("utf-8"))
 
 
 def parts(lake: Path, source: str, max_month: str | None = None) -> list[Path]:
@@ -73,12 +127,15 @@ def months(lake: Path, source: str) -> list[str]:
 
 
 def recover(lake: Path, quarantine: Path, source: str) -> list[Path]:
-    """Delete what a killed run left behind: staging and parts no manifest lists."""
+    """Delete what a killed run left behind: staging, manifest temporaries, parts no manifest lists."""
     removed = []
     staging = lake / STAGING / source
     if staging.exists():
         shutil.rmtree(staging)
         removed.append(staging)
+    for tmp in stale_temps(lake / source, MANIFEST):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
     m = read_manifest(lake, source)
     keep = {rel for e in m["files"].values() for rel in e["parts"]}
     keep_q = {e.get("quarantine") for e in m["files"].values()}

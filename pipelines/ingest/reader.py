@@ -5,6 +5,19 @@ GBK/GB18030, comma or pipe delimited, with an operator's own headers mapped by
 aliases. Reading is streamed with pyarrow's multithreaded reader; pyarrow only knows
 the physical line of a row it cannot split (a truncated last line) when it reads
 single-threaded, so such a file is read again that way (:class:`LineNumbersNeeded`).
+
+The encoding is a property of the whole file. The first megabyte gives a first
+guess; pyarrow then checks every string it reads against it, so a file that is
+what its head says costs nothing more. Only when that read meets bytes the guess
+cannot decode is the whole file surveyed line by line (:func:`survey_encoding`):
+it is then read again in the encoding its lines actually use, and the lines that
+are not valid in it are copied into a UTF-8 file with :data:`UNDECODABLE` where
+their bad bytes were (:func:`transcode`), so that their rows go to quarantine.
+
+Whatever goes wrong reading one file (a cut-off gzip stream, bytes no encoding
+explains, a quote never closed) becomes an :class:`UnreadableFile` naming the cause in
+one line: one broken delivery fails alone. Errors of the machine itself (an ``OSError``
+with an errno: disk full, permission denied) are not the file's fault and pass through.
 """
 
 from __future__ import annotations
@@ -15,8 +28,13 @@ import datetime as dt
 import gzip
 import hashlib
 import io
+import logging
 import re
+import sys
+import zlib
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,10 +44,99 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from pipelines.config import SourceConfig
+from pipelines.numbers import MOBILE_IN_TEXT
+
+log = logging.getLogger(__name__)
+
+# Stands where undecodable bytes were in a transcoded file: a Unicode noncharacter, so
+# no real text carries it, and a row holding it is quarantined as ``bad_encoding``.
+UNDECODABLE = "\uffff"
+_MARK_ERRORS = "churn.undecodable"
+LEGACY_ENCODING = "gb18030"  # a superset of GBK: the one non-UTF-8 encoding "auto" considers
+
+
+def _mark_undecodable(e: UnicodeError) -> tuple[str, int]:
+    """Decode error handler: the marker, then the bad bytes as ``\\xNN`` (as backslashreplace)."""
+    if not isinstance(e, UnicodeDecodeError):
+        raise e
+    bad = e.object[e.start : e.end]
+    return UNDECODABLE + "".join(f"\\x{b:02x}" for b in bad), e.end
+
+
+codecs.register_error(_MARK_ERRORS, _mark_undecodable)
 
 
 class DeliveryError(ValueError):
     """A file that cannot be read at all (no usable header, missing required columns)."""
+
+
+class UnreadableFile(DeliveryError):
+    """Reading, decompressing, decoding or parsing a delivery failed; the message says why in one line.
+
+    ``encoding_related`` marks failures that may only mean the encoding guessed from the
+    file's head is wrong further down: worth a survey of the whole file and a new read.
+    """
+
+    def __init__(self, message: str, *, encoding_related: bool = False):
+        super().__init__(message)
+        self.encoding_related = encoding_related
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def read_failure(e: BaseException) -> UnreadableFile | None:
+    """The :class:`UnreadableFile` a reading error means, or None when it is not the file's fault.
+
+    An ``OSError`` with an errno (disk full, permission, I/O error) concerns the machine,
+    not the delivery; pyarrow's and gzip's complaints about the bytes carry none.
+    """
+    if isinstance(e, UnreadableFile):
+        return e
+    if isinstance(e, EOFError):
+        return UnreadableFile("truncated gzip stream: the file ends inside its compressed data")
+    if isinstance(e, zlib.error):
+        return UnreadableFile(f"corrupt gzip stream ({_first_line(e)})")
+    if isinstance(e, UnicodeDecodeError):
+        return UnreadableFile(f"bytes that are not valid {e.encoding} text", encoding_related=True)
+    if isinstance(e, csv.Error):
+        return UnreadableFile(f"unreadable header line ({_first_line(e)})")
+    if isinstance(e, OSError):
+        if e.errno is not None:
+            return None
+        msg = _first_line(e)
+        if "truncated compressed stream" in msg.lower():
+            return UnreadableFile("truncated gzip stream: the file ends inside its compressed data")
+        if isinstance(e, gzip.BadGzipFile) or "gzip" in msg.lower() or "zlib" in msg.lower():
+            return UnreadableFile(f"corrupt gzip stream ({msg})")
+        return UnreadableFile(f"unreadable file ({msg})")
+    if isinstance(e, pa.ArrowInvalid):
+        msg = _first_line(e)
+        if "invalid utf8" in msg.lower():
+            return UnreadableFile("bytes that are not valid UTF-8 text", encoding_related=True)
+        if "straddl" in msg.lower():
+            return UnreadableFile(
+                f"a quoted field does not end: probably a quote that is never closed ({msg})",
+                encoding_related=True,
+            )
+        return UnreadableFile(f"unreadable CSV ({msg})", encoding_related=True)
+    if isinstance(e, pa.ArrowTypeError | pa.ArrowNotImplementedError | pa.ArrowCapacityError):
+        return UnreadableFile(f"unreadable CSV ({type(e).__name__}: {_first_line(e)})")
+    return None
+
+
+@contextmanager
+def reading() -> Iterator[None]:
+    """Turn errors about a delivery's bytes into :class:`UnreadableFile`; let others pass."""
+    try:
+        yield
+    except Exception as e:
+        failure = read_failure(e)
+        if failure is None or failure is e:
+            raise
+        raise failure from e
 
 
 class LineNumbersNeeded(RuntimeError):
@@ -97,14 +204,26 @@ def discover(landing: Path, sources: dict[str, SourceConfig]) -> Discovery:
     return out
 
 
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
 def _head_bytes(path: Path, n: int = 1 << 20) -> bytes:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as f:
+    with _open_binary(path) as f:
         return f.read(n)
 
 
 def sniff(path: Path, cfg: SourceConfig) -> tuple[str, str, list[str]]:
-    """(encoding, delimiter, raw header names) of one file."""
+    """(encoding, delimiter, raw header names) of one file.
+
+    The encoding is only a first guess from the head; :func:`survey_encoding` decides
+    for the whole file if the guess turns out wrong further down.
+    """
+    with reading():
+        return _sniff(path, cfg)
+
+
+def _sniff(path: Path, cfg: SourceConfig) -> tuple[str, str, list[str]]:
     head = _head_bytes(path)
     if not head.strip():
         raise DeliveryError(f"{path.name}: the file is empty")
@@ -115,7 +234,7 @@ def sniff(path: Path, cfg: SourceConfig) -> tuple[str, str, list[str]]:
             dec.decode(head, final=False)
             encoding = "utf-8"
         except UnicodeDecodeError:
-            encoding = "gb18030"  # a superset of GBK
+            encoding = LEGACY_ENCODING
     text = head.decode(encoding, errors="replace").lstrip("\ufeff")
     first = text.splitlines()[0] if text else ""
     delimiter = cfg.delimiter
@@ -124,6 +243,18 @@ def sniff(path: Path, cfg: SourceConfig) -> tuple[str, str, list[str]]:
         delimiter = max(counts, key=counts.get)
     header = next(csv.reader(io.StringIO(first), delimiter=delimiter))
     return encoding, delimiter, [h.strip() for h in header]
+
+
+_DATA_LIKE = re.compile(
+    r"^[-+]?\d+([.,]\d+)?$"  # a number
+    r"|^\d{4}-\d{2}-\d{2}"  # a date or timestamp
+    r"|^\d{6}$"  # a month
+)
+
+
+def looks_like_data(fields: list[str]) -> bool:
+    """Whether a first line holds values (phone numbers, dates, numbers) rather than column names."""
+    return any(_DATA_LIKE.search(f.strip()) or MOBILE_IN_TEXT.search(f) for f in fields if f)
 
 
 def map_header(raw: list[str], aliases: dict[str, str], known: list[str]) -> list[str]:
@@ -165,6 +296,22 @@ def stream(
         invalid.append(InvalidRow(row.number, row.text))
         return "skip"
 
+    on_invalid._churn_invalid_row_handler = True  # type: ignore[attr-defined]
+    _quiet_undecodable_invalid_rows()
+    with reading():
+        yield from _read(path, encoding, delimiter, names, block_size, threads, invalid, on_invalid)
+
+
+def _read(
+    path: Path,
+    encoding: str,
+    delimiter: str,
+    names: list[str],
+    block_size: int,
+    threads: bool,
+    invalid: list[InvalidRow],
+    on_invalid,
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[InvalidRow]]]:
     reader = pacsv.open_csv(
         str(path),
         read_options=pacsv.ReadOptions(
@@ -205,6 +352,227 @@ def stream(
             np.array([], np.int64),
             invalid[:],
         )
+
+
+def _quiet_undecodable_invalid_rows() -> None:
+    """Keep pyarrow's "Exception ignored" noise for an unsplittable row that is not UTF-8 off stderr.
+
+    pyarrow cannot make that row's text for our handler and then fails the read with
+    a parse error, which leads to a survey of the file's encoding: the printed
+    UnicodeDecodeError says nothing more. Installed on each read (test runners swap
+    the hook); anything else goes to the hook that was there.
+    """
+    prev = sys.unraisablehook
+    if getattr(prev, "_churn_quiet", False):
+        return
+
+    def hook(u) -> None:
+        if isinstance(u.exc_value, UnicodeDecodeError) and getattr(
+            u.object, "_churn_invalid_row_handler", False
+        ):
+            log.debug("an unsplittable row is not valid UTF-8: %s", u.exc_value)
+            return
+        prev(u)
+
+    hook._churn_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+def _line_blocks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    """The (decompressed) file in blocks of about ``size`` bytes that end at a line break.
+
+    UTF-8 and GB18030 never use the byte of a line break inside a character, so each
+    block decodes on its own.
+    """
+    with _open_binary(path) as f:
+        tail = b""
+        while True:
+            block = f.read(size)
+            if not block:
+                if tail:
+                    yield tail
+                return
+            block = tail + block
+            cut = block.rfind(b"\n") + 1 or block.rfind(b"\r") + 1
+            if cut == 0:
+                tail = block  # no line break yet: a very long line
+                continue
+            tail = block[cut:]
+            yield block[:cut]
+
+
+_NON_ASCII_LINE = re.compile(rb"^[^\n]*[\x80-\xff][^\n]*", re.MULTILINE)
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _plausible_chinese() -> frozenset[str]:
+    """GB2312's punctuation rows and its 3,755 common hanzi: what real Chinese text is made of."""
+    out = set()
+    for lead in (*range(0xA1, 0xA4), *range(0xB0, 0xD8)):
+        for trail in range(0xA1, 0xFF):
+            with suppress(UnicodeDecodeError):  # a few unassigned codes
+                out.add(bytes((lead, trail)).decode("gb2312"))
+    return frozenset(out)
+
+
+_PLAUSIBLE = _plausible_chinese()
+
+
+def _plausibility(text: str) -> float:
+    chars = [c for c in text if c > "\x7f"]
+    return sum(c in _PLAUSIBLE for c in chars) / len(chars) if chars else 0.0
+
+
+def _more_plausible(line: bytes, candidates: tuple[str, str]) -> str:
+    """Of two encodings a line is valid in, the one whose reading looks like Chinese text.
+
+    UTF-8 Chinese often also decodes, as nonsense, in GB18030, and short GBK text is
+    sometimes valid UTF-8; the wrong reading is mostly rare characters. A tie goes to
+    the first (UTF-8).
+    """
+    a, b = (_plausibility(line.decode(c)) for c in candidates)
+    return candidates[0] if a >= b else candidates[1]
+
+
+def _block_votes(block: bytes, candidates: tuple[str, ...]) -> Iterator[tuple[re.Match, str, bool]]:
+    """(line, encoding it reads in or "none", valid UTF-8?) of every non-ASCII line of a block.
+
+    A block valid as UTF-8 throughout is a UTF-8 stretch of the file: its lines are
+    UTF-8 without a look at each. Otherwise a line valid in one candidate is that
+    one's, one valid in both goes to :func:`_more_plausible`.
+    """
+    lines = _NON_ASCII_LINE.finditer(block)
+    if len(candidates) == 1:
+        (only,) = candidates
+        for m in lines:
+            yield m, only if _decodes(m.group(), only) else "none", only == "utf-8"
+        return
+    utf8, legacy = candidates
+    if _decodes(block, utf8):
+        for m in lines:
+            yield m, utf8, True
+        return
+    legacy_block = _decodes(block, legacy)  # the usual GBK block: no line need be decoded twice
+    for m in lines:
+        line = m.group()
+        if not _decodes(line, utf8):
+            yield m, legacy if legacy_block or _decodes(line, legacy) else "none", False
+        elif legacy_block or _decodes(line, legacy):
+            yield m, _more_plausible(line, (utf8, legacy)), True
+        else:
+            yield m, utf8, True
+
+
+def _utf8_lines_of_legacy_block(block: bytes) -> tuple[int, list[bytes]]:
+    """(non-ASCII lines, those of them valid UTF-8) of a block valid in GB18030 but not UTF-8.
+
+    Decoded with replacement, a line without U+FFFD was valid UTF-8 (a line that
+    really holds U+FFFD counts as GB18030: a vote, not a decoding). Cheap enough to
+    run on every GBK delivery: one decode of the block, no line decoded twice.
+    """
+    n = sum(not line.isascii() for line in block.split(b"\n"))
+    text = block.decode("utf-8", "replace")
+    return n, [t.encode("utf-8") for t in text.split("\n") if not t.isascii() and "\ufffd" not in t]
+
+
+@dataclass(frozen=True)
+class EncodingChoice:
+    """What a whole-file survey found: the encoding to read, and how many lines are not read in it."""
+
+    encoding: str
+    bad_lines: int
+    votes: dict[str, int]  # non-ASCII lines read in each candidate, or in "none"
+    candidates: tuple[str, ...]
+
+    def describe(self) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.votes.items()))
+        return f"{self.encoding} (non-ASCII lines by encoding: {counts or 'none'})"
+
+
+def survey_encoding(
+    path: Path, candidates: tuple[str, ...], *, trust_legacy: bool = False
+) -> EncodingChoice:
+    """Decide a file's encoding from every line of it, not its head.
+
+    Each non-ASCII line votes for the encoding it reads in (:func:`_block_votes`). With
+    one candidate (a configured encoding) that is the encoding, and lines not valid in
+    it are bad. With UTF-8 and GB18030 the majority wins, UTF-8 on a tie. Counting lines
+    that merely decode would not do: most UTF-8 Chinese also decodes, as nonsense, in
+    GB18030. Bad lines, whose rows go to quarantine as ``bad_encoding``: in a UTF-8
+    file the invalid ones (valid UTF-8 is never second-guessed), in a GB18030 file
+    those that do not read as GB18030.
+
+    ``trust_legacy`` skips checking GB18030 validity (pyarrow checks it while reading):
+    enough to find UTF-8 lines in a file whose head is GBK, at about half the cost.
+    """
+    votes: Counter[str] = Counter()
+    invalid_utf8 = 0
+    with reading():
+        for block in _line_blocks(path):
+            if block.isascii() or (len(candidates) == 1 and _decodes(block, candidates[0])):
+                continue  # (a configured encoding: only its invalid lines need finding)
+            if len(candidates) == 2 and _decodes(block, candidates[0]):
+                votes[candidates[0]] += len(_NON_ASCII_LINE.findall(block))
+                continue
+            if len(candidates) == 2 and (trust_legacy or _decodes(block, candidates[1])):
+                n, maybe_utf8 = _utf8_lines_of_legacy_block(block)
+                for line in maybe_utf8:
+                    votes[_more_plausible(line, candidates)] += 1
+                votes[candidates[1]] += n - len(maybe_utf8)
+                invalid_utf8 += n - len(maybe_utf8)
+                continue
+            for _, vote, utf8 in _block_votes(block, candidates):
+                votes[vote] += 1
+                invalid_utf8 += not utf8
+    if len(candidates) == 1:
+        chosen = candidates[0]
+    else:
+        chosen = candidates[0] if votes[candidates[0]] >= votes[candidates[1]] else candidates[1]
+    not_read = sum(n for k, n in votes.items() if k != chosen)
+    bad = invalid_utf8 if chosen == "utf-8" else not_read
+    return EncodingChoice(chosen, bad, dict(votes), candidates)
+
+
+def transcode(path: Path, dest: Path, choice: EncodingChoice) -> None:
+    """Copy a delivery to ``dest`` as UTF-8, with :data:`UNDECODABLE` in every line it does not read.
+
+    Bytes not valid in the chosen encoding are replaced by the marker and their
+    ``\\xNN`` escapes; a line that reads as the other encoding is kept in that reading
+    with the marker in front of its first non-ASCII character. Line breaks, delimiters
+    and quotes are ASCII and stay as they were, so the copy has exactly the original's
+    rows and line numbers, and only the rows holding a marker are quarantined.
+    """
+    enc, cands = choice.encoding, choice.candidates
+
+    def line(raw: bytes, vote: str, utf8: bool) -> bytes:
+        if vote == enc:
+            return raw.decode(enc).encode("utf-8")
+        if not utf8:
+            return raw.decode(enc, _MARK_ERRORS).encode("utf-8")
+        text = raw.decode("utf-8")  # a UTF-8 line in a GB18030 file: shown as it reads
+        first = next(i for i, ch in enumerate(text) if ch > "\x7f")
+        return (text[:first] + UNDECODABLE + text[first:]).encode("utf-8")
+
+    with reading(), open(dest, "wb") as out:
+        for block in _line_blocks(path):
+            if block.isascii() or (enc == "utf-8" and _decodes(block, "utf-8")):
+                out.write(block)  # valid UTF-8 is never second-guessed
+            elif enc == "utf-8" or len(cands) == 1:
+                out.write(block.decode(enc, _MARK_ERRORS).encode("utf-8"))
+            else:
+                pos, pieces = 0, []
+                for m, vote, utf8 in _block_votes(block, cands):
+                    pieces += [block[pos : m.start()], line(m.group(), vote, utf8)]
+                    pos = m.end()
+                pieces.append(block[pos:])
+                out.write(b"".join(pieces))
 
 
 def _record_numbers(start: int, n: int, bad_sorted: np.ndarray) -> np.ndarray:

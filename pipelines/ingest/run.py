@@ -4,6 +4,11 @@ For each delivery: stream and validate into staging, quarantine bad rows, remove
 duplicates (inside the file, and against what other files already committed), move
 the parts in, then commit by rewriting the source's manifest. Every row read is
 accounted for: read = accepted + quarantined + duplicates.
+
+A delivery that cannot be read (cut-off gzip, bytes no encoding explains, no header)
+fails alone: the run goes on with the others, the report says why in one line, and
+:class:`IngestFailed` is raised at the end. Every message is masked: a phone number
+in a broken header must not reach the report or the log.
 """
 
 from __future__ import annotations
@@ -18,36 +23,45 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from functools import partial
+from functools import partial, reduce
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from pipelines.config import IngestConfig, Numbering, Sources
+from pipelines.config import IngestConfig, Numbering, SourceConfig, Sources
+from pipelines.errors import ChurnError, UsageError
 from pipelines.ingest import lake as lk
 from pipelines.ingest.contract import (
     CONTRACTS,
     QUARANTINE_SCHEMA,
     SCHEMA_VERSION,
+    SourceContract,
     lake_schema,
     parquet_layout,
 )
 from pipelines.ingest.reader import (
+    LEGACY_ENCODING,
+    UNDECODABLE,
     Delivery,
     DeliveryError,
     LineNumbersNeeded,
+    UnreadableFile,
     discover,
+    looks_like_data,
     map_header,
     prefetch,
     sniff,
     stream,
+    survey_encoding,
+    transcode,
 )
 from pipelines.ingest.validate import validate_batch
-from pipelines.numbers import NumberPlan
+from pipelines.numbers import NumberPlan, mask_text
 
 log = logging.getLogger(__name__)
 
@@ -136,17 +150,29 @@ class IngestReport:
         ]
 
 
-class IngestFailed(RuntimeError):
+class IngestFailed(ChurnError, RuntimeError):
+    """Some deliveries failed (the others went in): one line naming them, the report for the rest.
+
+    The lake keeps its last good state for the failed files; ``report`` has every detail.
+    """
+
+    shown = 3  # failed files named in the message; the report lists them all
+
     def __init__(self, report: IngestReport):
         self.report = report
-        lines = [
-            f"  {f.file}: {f.message} (read {f.read}, quarantined {f.quarantined}: {f.quarantined_by_reason})"
-            for f in report.failed
-        ]
+        failed = report.failed
+        looked_at = sum(f.status != "superseded" for f in report.files)
+        named = "; ".join(f"{f.file}: {f.message}" for f in failed[: self.shown])
+        if len(failed) > self.shown:
+            named += f"; and {len(failed) - self.shown} more"
         super().__init__(
-            f"{len(report.failed)} file(s) failed ingest; the lake keeps its last good state for them. "
-            f"Report: {report.path}\n" + "\n".join(lines)
+            mask_text(
+                f"{len(failed)} of {looked_at} files failed ingest ({named}); report: {report.path}"
+            )
         )
+
+    def __reduce__(self):  # rebuilt from the report (Prefect pickles exceptions)
+        return (type(self), (self.report,))
 
 
 @dataclass
@@ -185,6 +211,27 @@ def use_memory_pool(name: str) -> None:
     except NotImplementedError:  # a pyarrow build without it (e.g. jemalloc on Windows)
         log.info("Arrow memory pool %s is not available; keeping %s", name,
                  pa.default_memory_pool().backend_name)  # fmt: skip
+
+
+def check_landing(landing: Path) -> None:
+    """Refuse a landing folder that is not there, before anything is created.
+
+    Ingesting a folder that does not exist would "succeed" with nothing read, after
+    making an empty lake, quarantine and reports: a wrong path would look like a
+    quiet month.
+    """
+    landing = Path(landing)
+    if landing.is_dir():
+        return
+    if landing.exists():
+        raise UsageError(f"landing folder {landing} is not a folder")
+    parent = landing.parent
+    hint = (
+        f"neither does its parent {parent}: check paths.data_dir"
+        if not parent.exists()
+        else "put the operator's extracts there, or point paths.landing / paths.data_dir elsewhere"
+    )
+    raise UsageError(f"landing folder {landing} does not exist: {hint}")
 
 
 def _stem(d: Delivery, checksum: str) -> str:
@@ -252,11 +299,75 @@ class _Staged:
     quarantine: Path
 
 
+@dataclass(frozen=True)
+class _ReadPlan:
+    """What to stream for a delivery: the file itself, or a UTF-8 copy with undecodable bytes marked."""
+
+    path: Path
+    encoding: str  # of ``path``
+    marked: bool = False  # the copy of transcode(): rows holding UNDECODABLE are bad_encoding
+    surveyed: bool = False  # the whole file's encoding is known, not guessed from its head
+    note: str = ""  # for the report: what the survey found
+    source_encoding: str = ""  # the delivery's own, when ``path`` is a copy
+
+    @property
+    def delivery_encoding(self) -> str:
+        return self.source_encoding or self.encoding
+
+
+def _candidates(cfg: SourceConfig) -> tuple[str, ...]:
+    return ("utf-8", LEGACY_ENCODING) if cfg.encoding == "auto" else (cfg.encoding,)
+
+
+def _replan(
+    d: Delivery,
+    cfg: SourceConfig,
+    plan: _ReadPlan,
+    copy: Path,
+    failure: UnreadableFile | None = None,
+) -> _ReadPlan:
+    """Survey the whole file and read it in the encoding its lines use.
+
+    Done after a read in the encoding guessed from the head failed (``failure``, raised
+    again if every line is valid in the guess: the fault was not the encoding), and
+    up front for a head that is not UTF-8: GB18030 decodes most UTF-8 too, as nonsense,
+    so a read would not fail on UTF-8 lines further down. A file all in one encoding
+    is read as such; a mixed one through a UTF-8 copy with its bad lines marked
+    (:func:`transcode`), so only their rows are quarantined.
+    """
+    if failure is None:  # a GBK head: only UTF-8 lines matter, pyarrow checks the rest
+        quick = survey_encoding(d.path, _candidates(cfg), trust_legacy=True)
+        if quick.bad_lines == 0 and quick.encoding == plan.encoding:
+            return plan  # not surveyed in full: a decoding error later still leads here
+    choice = survey_encoding(d.path, _candidates(cfg))
+    why = f"{mask_text(str(failure))} ({plan.encoding})" if failure else "head not UTF-8"
+    log.info("%s: %s; surveyed the whole file: %s", d.name, why, choice.describe())
+    if choice.bad_lines == 0:
+        if failure is not None and choice.encoding == plan.encoding:
+            raise failure
+        return _ReadPlan(d.path, choice.encoding, surveyed=True)
+    transcode(d.path, copy, choice)
+    note = (
+        f"{choice.bad_lines} line(s) not valid {choice.encoding} (mixed encodings?): "
+        "their rows are quarantined as bad_encoding"
+    )
+    log.warning("%s: %s", d.name, note)
+    return _ReadPlan(
+        copy, "utf-8", marked=True, surveyed=True, note=note, source_encoding=choice.encoding
+    )
+
+
+def _undecodable(batch: pa.RecordBatch) -> np.ndarray:
+    """Rows of a marked copy that hold the UNDECODABLE marker in any column."""
+    hits = [pc.match_substring(batch.column(i), UNDECODABLE) for i in range(batch.num_columns)]
+    return reduce(pc.or_, hits).to_numpy(zero_copy_only=False)
+
+
 def _stage(
     d: Delivery,
     stage: Path,
     *,
-    encoding: str,
+    read: _ReadPlan,
     delimiter: str,
     names: list[str],
     plan: NumberPlan,
@@ -307,18 +418,24 @@ def _stage(
                     q_w.write_table(rej)
                     reasons.update(rej["reason"].to_pylist())
             if invalid:
-                q_w.write_table(_unsplittable(d, invalid))
+                unsplit = _unsplittable(d, invalid)
+                q_w.write_table(unsplit)
                 counts["read"] += len(invalid)
-                reasons.update({"truncated_row": len(invalid)})
+                reasons.update(unsplit["reason"].to_pylist())
             while len(writing) > 2:
                 writing.popleft().result()
 
         try:
             for batch, rows, invalid in prefetch(
-                stream(d.path, encoding, delimiter, names, cfg.batch_bytes, threads=threads)
+                stream(read.path, read.encoding, delimiter, names, cfg.batch_bytes, threads=threads)
             ):
                 table = pa.Table.from_batches([batch]).select(keep)
-                fut = checkers.submit(validate, table, row_numbers=rows) if table.num_rows else None
+                bad_text = _undecodable(batch) if read.marked and batch.num_rows else None
+                fut = (
+                    checkers.submit(validate, table, row_numbers=rows, undecodable=bad_text)
+                    if table.num_rows
+                    else None
+                )
                 checking.append((fut, invalid))
                 while len(checking) > 2:
                     settle_oldest()
@@ -339,14 +456,16 @@ def _stage(
 
 
 def _unsplittable(d: Delivery, invalid: list) -> pa.Table:
+    """Quarantine rows for lines the parser could not split; undecodable ones say so."""
+    bad = [UNDECODABLE in r.text for r in invalid]
     return pa.table(
         {
             "source": [d.source] * len(invalid),
             "file": [d.name] * len(invalid),
             "row_number": [(r.line - 1) if r.line else None for r in invalid],
-            "reason": ["truncated_row"] * len(invalid),
+            "reason": ["bad_encoding" if b else "truncated_row" for b in bad],
             "column": [None] * len(invalid),
-            "raw": [r.text for r in invalid],
+            "raw": [r.text.replace(UNDECODABLE, "") for r in invalid],
         },
         schema=QUARANTINE_SCHEMA,
     )
@@ -474,6 +593,27 @@ def _move_in(parts: dict[str, list[Path]], root: Path, stem: str) -> list[str]:
     return rels
 
 
+def _header_names(raw: list[str], cfg: SourceConfig, contract: SourceContract) -> list[str]:
+    """Contract names for a file's header; a first line of data fails without showing its values."""
+    try:
+        names = map_header(raw, cfg.aliases, contract.names)
+    except DeliveryError:
+        if looks_like_data(raw):
+            raise DeliveryError(_NO_HEADER) from None
+        raise
+    missing = [c.name for c in contract.columns if c.required and c.name not in names]
+    if missing:
+        if looks_like_data(raw):
+            raise DeliveryError(_NO_HEADER)
+        raise DeliveryError(f"missing required column(s) {missing}; header was {raw}")
+    return names
+
+
+_NO_HEADER = (
+    "no header row: the first line looks like data; the file must start with the column names"
+)
+
+
 def ingest_file(
     d: Delivery,
     *,
@@ -511,6 +651,7 @@ def ingest_file(
     rep.replaced_previous = prev is not None
 
     stage = lake / lk.STAGING / d.source / f"{d.name}.{os.getpid()}"
+    copy = stage.with_name(stage.name + ".utf8.csv")  # a mixed-encoding file, transcoded
     con: duckdb.DuckDBPyConnection | None = None
     try:
         try:
@@ -520,13 +661,16 @@ def ingest_file(
                 f"the date in the file name ({d.period}) is not a valid date"
             ) from e
         encoding, delimiter, raw_header = sniff(d.path, src_cfg)
-        names = map_header(raw_header, src_cfg.aliases, contract.names)
-        missing = [c.name for c in contract.columns if c.required and c.name not in names]
-        if missing:
-            raise DeliveryError(f"missing required column(s) {missing}; header was {raw_header}")
+        names = _header_names(raw_header, src_cfg, contract)
         rep.encoding, rep.delimiter = encoding, delimiter
-        read_kw = dict(encoding=encoding, delimiter=delimiter, names=names, plan=plan, cfg=cfg)
-        for threaded in (True, False):
+        read_kw = dict(delimiter=delimiter, names=names, plan=plan, cfg=cfg)
+        read = _ReadPlan(d.path, encoding)
+        if src_cfg.encoding == "auto" and encoding != "utf-8":
+            stage.parent.mkdir(parents=True, exist_ok=True)
+            read = _replan(d, src_cfg, read, copy)
+            rep.encoding, rep.message = read.delivery_encoding, read.note
+        threaded = True
+        while True:  # at most: guessed encoding, whole-file encoding, each once more unthreaded
             if con is not None:
                 con.close()
             if stage.exists():
@@ -535,10 +679,16 @@ def ingest_file(
             con = _connect(stage / "duck", memory_limit, threads)
             keys = _KeyIndex(con, contract.dedup_key)
             try:
-                staged = _stage(d, stage, threads=threaded, keys=keys, **read_kw)
+                staged = _stage(d, stage, read=read, threads=threaded, keys=keys, **read_kw)
                 break
             except LineNumbersNeeded as e:
                 log.info("%s; reading it again single-threaded for line numbers", e)
+                threaded = False
+            except UnreadableFile as e:
+                if not e.encoding_related or read.surveyed:
+                    raise
+                read = _replan(d, src_cfg, read, copy, e)
+                rep.encoding, rep.message = read.delivery_encoding, read.note
         checksum = pending_sum.result()
         stem = _stem(d, checksum)
         rep.read = staged.read
@@ -552,9 +702,10 @@ def ingest_file(
             failed_dir = quarantine / d.source / "failed"
             failed_dir.mkdir(parents=True, exist_ok=True)
             shutil.copy2(qfile, failed_dir / f"{stem}.parquet")
+            top = ", ".join(f"{k} {v}" for k, v in staged.reasons.most_common(3))
             raise DeliveryError(
-                f"{rate:.1%} of rows quarantined, above the limit of {cfg.max_quarantine_rate:.1%}; "
-                f"rejected rows kept in {failed_dir / (stem + '.parquet')}"
+                f"{rate:.1%} of rows quarantined ({top}), above the limit of "
+                f"{cfg.max_quarantine_rate:.1%}; rejected rows kept in {failed_dir / (stem + '.parquet')}"
             )
 
         # duplicates: inside the file, then against what other files already committed
@@ -589,7 +740,7 @@ def ingest_file(
             "ingested_at": dt.datetime.now(dt.UTC)
             .replace(tzinfo=None)
             .isoformat(timespec="seconds"),
-            "encoding": encoding,
+            "encoding": rep.encoding,
             "delimiter": delimiter,
             "parts": sorted(rels),
             "quarantine": qname,
@@ -605,17 +756,27 @@ def ingest_file(
         rep.status = "committed"
         lk.recover(lake, quarantine, d.source)  # the replaced version's parts are orphans now
     except DeliveryError as e:
-        rep.status = "failed"
-        rep.message = str(e)
-        log.error("ingest of %s failed: %s", d.name, e)
+        _failed(rep, str(e))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        # data the checks did not foresee: this file fails, the run goes on
+        log.debug("validating %s failed", d.name, exc_info=True)
+        _failed(rep, f"rows that could not be validated ({type(e).__name__}: {e})")
     finally:
         if con is not None:
             con.close()
         hasher.shutdown(wait=True)
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+        copy.unlink(missing_ok=True)
         rep.seconds = round(time.perf_counter() - t0, 3)
     return rep
+
+
+def _failed(rep: FileReport, message: str) -> None:
+    """Mark a file failed with a one-line, masked reason (it may quote the file's text)."""
+    rep.status = "failed"
+    rep.message = mask_text(" ".join(message.split()))
+    log.error("ingest of %s failed: %s", rep.file, rep.message)
 
 
 def ingest_landing(
@@ -633,6 +794,7 @@ def ingest_landing(
     raise_on_failure: bool = True,
 ) -> IngestReport:
     """Ingest every current delivery under ``landing``; write and return the reconciliation report."""
+    check_landing(landing)
     started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     report = IngestReport(started_at=started.isoformat(timespec="seconds"))
     for source in CONTRACTS:
@@ -640,7 +802,7 @@ def ingest_landing(
     found = discover(landing, {k: getattr(sources, k) for k in CONTRACTS})
     report.unknown_files = [str(p) for p in found.unknown]
     for p in found.unknown:
-        log.warning("not a known extract (ignored): %s", p.name)
+        log.warning("not a known extract (ignored): %s", mask_text(p.name))
     plan = NumberPlan.from_config(numbering)
     for d in tqdm(found.current, desc="ingest", unit="file", disable=None):
         rep = ingest_file(

@@ -1,8 +1,9 @@
 """Type and check one batch of an extract, column-wise: accepted rows, and rejected rows with a reason.
 
-Each row gets at most one reason: the first rule it breaks, in contract column order,
-then the row rules. Nothing is dropped here; duplicates are judged later, on
-accepted rows only.
+Each row gets at most one reason: ``bad_encoding`` first (a row whose bytes could
+not be decoded says nothing reliable), then the first rule it breaks, in contract
+column order, then the row rules. Nothing is dropped here; duplicates are judged
+later, on accepted rows only.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from pipelines.ingest.contract import (
     SourceContract,
     lake_schema,
 )
+from pipelines.ingest.reader import UNDECODABLE
 from pipelines.numbers import NumberPlan, classify_other_number, normalize_msisdn
 
 _NUM = {
     "money": r"^-?\d+(\.\d{1,2})?$",
     "number": r"^-?\d+(\.\d+)?$",
-    "int": r"^-?\d+$",
+    "int": r"^-?\d{1,18}$",  # more digits would not fit int64: the cast would fail the file
 }
 _FMT = {"date": "%Y-%m-%d", "timestamp": "%Y-%m-%d %H:%M:%S"}
 
@@ -187,10 +189,18 @@ def validate_batch(
     row_numbers: np.ndarray,
     delivered_at: dt.datetime,
     delimiter: str = ",",
+    undecodable: np.ndarray | None = None,
 ) -> tuple[pa.Table, pa.Table]:
-    """Split a batch of string columns into (typed accepted rows, quarantine rows)."""
+    """Split a batch of string columns into (typed accepted rows, quarantine rows).
+
+    ``undecodable`` marks rows whose line held bytes not valid in the file's encoding
+    (see :func:`pipelines.ingest.reader.transcode`): they are quarantined as
+    ``bad_encoding`` whatever else they hold.
+    """
     n = batch.num_rows
     r = _Reasons(n)
+    if undecodable is not None:
+        r.flag(undecodable, "bad_encoding", None)
     typed: dict[str, pa.Array] = {}
     raws: dict[str, pa.Array] = {}
     for col in contract.columns:
@@ -221,11 +231,18 @@ def validate_batch(
     elif contract.name == "cdr":
         r.flag(_filled(pc.greater(typed["start_time"], end_ts)), "future_date", "start_time")
     elif contract.name == "complaints":
+        # opened_at <= updated_at <= period end; closed_at (may be empty) within both ends
         r.flag(_filled(pc.greater(typed["updated_at"], end_ts)), "future_date", "updated_at")
         r.flag(
             _filled(pc.greater(typed["opened_at"], typed["updated_at"])),
             "opened_after_update",
             "opened_at",
+        )
+        r.flag(_filled(pc.greater(typed["closed_at"], end_ts)), "future_date", "closed_at")
+        r.flag(
+            _filled(pc.less(typed["closed_at"], typed["opened_at"])),
+            "closed_before_opened",
+            "closed_at",
         )
 
     ok = pa.array(r.ok)
@@ -249,6 +266,8 @@ def validate_batch(
         raw = (
             pc.binary_join_element_wise(*raw_cols, delimiter) if len(raw_cols) > 1 else raw_cols[0]
         )
+        if undecodable is not None:
+            raw = pc.replace_substring(raw, UNDECODABLE, "")
         reasons, columns = r.names(bad)
         rejected = pa.table(
             {

@@ -55,6 +55,25 @@ DESCRIPTIONS = [
     '投诉内容：资费不透明, 收费项目"不清楚", 要求解释',
     "宽带与手机融合套餐办理后未生效，\n要求尽快处理，否则携号转网",
 ]
+# Agents type the number a customer wants to be called back on into the ticket text, in
+# whatever form it was said: free text is personal data too (exports must mask it).
+CALLBACK_FORMS = (
+    "客户要求回电：{d[0]}{d[1]}{d[2]} {d[3]}{d[4]}{d[5]}{d[6]} {d[7]}{d[8]}{d[9]}{d[10]}",
+    "请拨打+86-{n[0]}-{n[1]}-{n[2]}联系客户",
+    "联系电话{n[0]}{n[1]}{n[2]}，白天方便",
+)
+CALLBACK_EVERY = 23  # every 23rd ticket, chosen by ticket number: draws nothing from the RNG
+
+
+def _with_callback_numbers(desc: np.ndarray, seq: np.ndarray, msisdn: np.ndarray) -> np.ndarray:
+    out = desc.copy()
+    for j in np.flatnonzero(seq % CALLBACK_EVERY == 0):
+        m = str(msisdn[j])
+        form = CALLBACK_FORMS[(seq[j] // CALLBACK_EVERY) % len(CALLBACK_FORMS)]
+        out[j] = f"{out[j]}；" + form.format(d=m, n=(m[:3], m[3:7], m[7:]))
+    return out
+
+
 DRIVERS = [
     "short_tenure_low_balance",
     "no_bundle",
@@ -759,12 +778,9 @@ class World:
         sat = np.clip(np.round(5 - np.log1p(res_days) - rng.normal(0, 0.8, k)), 1, 5)
         sat = np.where(rng.random(k) < 0.3, np.nan, sat)
         desc = rng.choice(np.array(DESCRIPTIONS, dtype=object), k)
-        ids = np.array(
-            [
-                f"T{period.year:04d}{period.month:02d}{i:07d}"
-                for i in range(self._ticket_seq, self._ticket_seq + k)
-            ]
-        )
+        seq = np.arange(self._ticket_seq, self._ticket_seq + k)
+        desc = _with_callback_numbers(desc, seq, self.pop.msisdn[subs])
+        ids = np.array([f"T{period.year:04d}{period.month:02d}{i:07d}" for i in seq])
         self._ticket_seq += k
         base = dict(
             ticket_id=ids,
