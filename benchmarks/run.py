@@ -78,7 +78,7 @@ def stage_ingest_file() -> dict:
 
     from pipelines.ingest.reader import discover
     from pipelines.ingest.run import ingest_file
-    from pipelines.numbers import NumberPlan
+    from pipelines.lake.numbers import NumberPlan
 
     s = _settings()
     src = _largest_cdr()

@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 
 from features import billing, calls, complaints, labels, segments, social, tenure, usage
 from features.catalog import Feature, render_markdown
+from features.config import ChurnDefinition, FeatureConfig
 from features.context import SnapshotContext
-from pipelines.config import ChurnDefinition, FeatureConfig
-from pipelines.ingest import lake as lk
+from pipelines.lake import store as lk
+from pipelines.lake import views
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def build_snapshot(
     ctx = SnapshotContext(month)
     rules = cfg.rules
     k = churn.prepaid_inactivity_months
-    lk.register_views(con, lake, max_month=month, suffix="_t")
+    views.register_views(con, lake, max_month=month, suffix="_t")
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE known_churn AS {labels.churn_events_sql('billing_t', k)}"
     )
@@ -213,7 +214,7 @@ def build_features(
     _remove_stale_temps(out)
     con = connect(cfg.duckdb_memory_limit, cfg.duckdb_threads, temp_dir or out / "_duckdb_tmp")
     try:
-        lk.register_views(con, lake, suffix="_all")
+        views.register_views(con, lake, suffix="_all")
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE churn_all AS {labels.churn_events_sql('billing_all', churn.prepaid_inactivity_months)}"
         )

@@ -6,7 +6,7 @@ import numpy as np
 from empulse.metrics import empc_score
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from pipelines.config import EMPConfig
+from models.config import Economics
 
 
 def lift_at(y: np.ndarray, p: np.ndarray, share: float) -> float:
@@ -32,15 +32,14 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(err / len(y))
 
 
-def evaluate(
-    y, p, *, capacity_share: float, emp: EMPConfig, clv: np.ndarray | None = None
-) -> dict[str, float]:
+def evaluate(y, p, *, economics: Economics, clv: np.ndarray | None = None) -> dict[str, float]:
+    """Ranking, calibration and profit metrics; EMP with the economics the outreach policy uses."""
     y = np.asarray(y, dtype=int)
     p = np.asarray(p, dtype=float)
-    prec, rec = precision_recall_at(y, p, capacity_share)
-    kw = dict(
-        alpha=emp.alpha, beta=emp.beta, incentive_cost=emp.incentive, contact_cost=emp.contact_cost
-    )
+    prec, rec = precision_recall_at(y, p, economics.capacity_share)
+    e = economics
+    kw = dict(alpha=e.acceptance_alpha, beta=e.acceptance_beta, incentive_cost=e.incentive,
+              contact_cost=e.contact_cost)  # fmt: skip
     out = {
         "roc_auc": float(roc_auc_score(y, p)),
         "pr_auc": float(average_precision_score(y, p)),
@@ -53,8 +52,8 @@ def evaluate(
         "recall_at_capacity": rec,
         "brier": float(brier_score_loss(y, p)),
         "ece": expected_calibration_error(y, p),
-        "emp": float(empc_score(y, p, clv=emp.clv, **kw)),
-        "emp_contact_fraction": float(empc_score.optimal_rate(y, p, clv=emp.clv, **kw)),
+        "emp": float(empc_score(y, p, clv=e.clv, **kw)),
+        "emp_contact_fraction": float(empc_score.optimal_rate(y, p, clv=e.clv, **kw)),
         "base_rate": float(y.mean()),
         "n": float(len(y)),
     }

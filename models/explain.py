@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from pipelines.config import ReasonConfig
+from models.config import ReasonConfig
 
 
 def shap_values(model, X: pd.DataFrame) -> tuple[np.ndarray, float]:

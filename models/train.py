@@ -190,8 +190,7 @@ def _champion_metric(
     m = evaluate(
         y,
         _score(champ, X),
-        capacity_share=settings.model.capacity_share,
-        emp=settings.model.emp,
+        economics=settings.economics,
         clv=clv,
     )
     return mv.version, m[settings.model.promotion_metric]
@@ -220,7 +219,7 @@ def train_and_register(
     Xva, yva = split.valid[feature_cols], split.valid[label_col].to_numpy()
     Xte, yte = split.test[feature_cols], split.test[label_col].to_numpy()
     clv = (
-        (split.test["arpu_3m"].clip(lower=0) * mcfg.value_horizon_months).to_numpy()
+        settings.economics.value(split.test["arpu_3m"]).to_numpy()
         if "arpu_3m" in split.test
         else None
     )
@@ -240,7 +239,7 @@ def train_and_register(
         baselines_models["rules"] = OperatorRules().fit(Xtr, ytr)
     scores = {"lightgbm": _score(model, Xte)}
     scores |= {n: _score(m, Xte.astype(float)) for n, m in baselines_models.items()}
-    kw = dict(capacity_share=mcfg.capacity_share, emp=mcfg.emp, clv=clv)
+    kw = dict(economics=settings.economics, clv=clv)
     metrics = evaluate(yte, scores["lightgbm"], **kw)
     valid_metrics = evaluate(yva, _score(model, Xva), **kw | {"clv": None})
     baselines = {n: evaluate(yte, s, **kw) for n, s in scores.items() if n != "lightgbm"}

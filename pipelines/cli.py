@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 
 from pipelines.config import ConfigError, Settings, load_config
-from pipelines.errors import ChurnError
+from pipelines.lake.errors import ChurnError
+from pipelines.lake.numbers import mask_text
 from pipelines.logs import setup_logging
-from pipelines.numbers import mask_text
 
 
 class _App(typer.Typer):

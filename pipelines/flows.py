@@ -16,9 +16,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from pipelines import steps
 from pipelines.config import Settings, load_config
-from pipelines.errors import ChurnError
 from pipelines.ingest.run import IngestFailed
-from pipelines.locking import settings_lock
+from pipelines.lake.errors import ChurnError
+from pipelines.steps import settings_lock
 
 _DEFAULT_RETRIES = load_config().orchestration
 

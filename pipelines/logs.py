@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import traceback
 
-from pipelines.errors import ChurnError
-from pipelines.numbers import mask_text
+from pipelines.lake.errors import ChurnError
+from pipelines.lake.numbers import mask_text
 
 _base_factory = logging.getLogRecordFactory()
 _tracebacks_for_expected_errors = False  # --log-level DEBUG turns them on

@@ -60,7 +60,7 @@ def _read_secret(path: Path) -> bytes:
     except ValueError:
         secret = b""
     if len(secret) < 16:
-        from pipelines.errors import ChurnError
+        from pipelines.lake.errors import ChurnError
 
         raise ChurnError(
             f"{path} does not hold a subscriber-key secret (64 hex digits); "

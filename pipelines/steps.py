@@ -3,10 +3,10 @@
 They hold no data logic of their own; they resolve paths from the config and call the
 library. Every step here runs without Prefect.
 
-Every step that writes the data folder holds its lock (:mod:`pipelines.locking`) while it
+Every step that writes the data folder holds its lock (:mod:`pipelines.lake.lock`) while it
 runs, so two runs never write the lake, features, model store or lists at once; a
 second run waits ``orchestration.lock_timeout_seconds`` and then fails with
-:class:`~pipelines.locking.LockHeld` naming the holder.
+:class:`~pipelines.lake.lock.LockHeld` naming the holder.
 """
 
 from __future__ import annotations
@@ -19,12 +19,19 @@ from typing import ParamSpec, TypeVar
 
 from pipelines.config import Settings
 from pipelines.ingest.run import IngestReport, ingest_landing
-from pipelines.locking import settings_lock
-from pipelines.numbers import mask_text
+from pipelines.lake.lock import data_lock
+from pipelines.lake.numbers import mask_text
 from pipelines.privacy import protect
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def settings_lock(settings: Settings, step: str):
+    """The lock of the settings' data folder, waiting ``orchestration.lock_timeout_seconds``."""
+    return data_lock(
+        settings.path("data_dir"), step, timeout=settings.orchestration.lock_timeout_seconds
+    )
 
 
 @contextlib.contextmanager
@@ -153,14 +160,14 @@ def train_table(
 
 @writes_data("score")
 def score(settings: Settings, month: str | None = None):
-    from pipelines.publish import score as run
+    from pipelines.publish.run import score as run
 
     return run(settings, month)
 
 
 @writes_data("publish")
 def publish(settings: Settings, month: str | None = None) -> dict:
-    from pipelines.publish import publish as run
+    from pipelines.publish.run import publish as run
 
     return run(settings, month)
 

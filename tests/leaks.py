@@ -61,7 +61,7 @@ def leaks_under(root: Path, known: set[str]) -> dict[str, set[str]]:
 
 def known_numbers(settings) -> set[str]:
     """Every subscriber number in a world's lake."""
-    from pipelines.ingest import lake as lk
+    from pipelines.lake import store as lk
 
     table = read_parts(lk.parts(settings.path("lake"), "billing"), ["msisdn"])
     return set(table["msisdn"].to_pylist())

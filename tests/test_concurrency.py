@@ -28,10 +28,10 @@ import pytest
 
 from pipelines import steps
 from pipelines.config import ConfigError, Settings
-from pipelines.errors import UsageError
-from pipelines.ingest import lake as lk
-from pipelines.ingest.contract import CONTRACTS
-from pipelines.locking import LockHeld, data_lock, holds, lock_path, settings_lock
+from pipelines.lake import store as lk
+from pipelines.lake.contract import CONTRACTS
+from pipelines.lake.errors import UsageError
+from pipelines.lake.lock import LockHeld, data_lock, holds, lock_path, settings_lock
 from tests.conftest import make_settings
 
 CHURN = Path(sys.executable).with_name("churn")
@@ -245,7 +245,7 @@ def test_a_held_data_folder_is_refused_in_one_line_naming_the_holder_and_a_kille
             "-c",
             "import sys, time\n"
             "from pathlib import Path\n"
-            "from pipelines.locking import data_lock\n"
+            "from pipelines.lake.lock import data_lock\n"
             "with data_lock(Path(sys.argv[1]), 'ingest'):\n"
             "    print('held', flush=True)\n"
             "    time.sleep(600)\n",

@@ -93,10 +93,40 @@ def test_a_wrong_environment_value_names_its_key():
         load_config(environ={"CHURN__ORCHESTRATION__FAIL_ONCE": "[ingest"})
 
 
-def test_lock_timeout_is_in_the_model_and_the_default_yaml():
+def _repeats(data, model_cls, path=""):
+    """Keys of the YAML whose value restates the default the model already has."""
+    from pydantic import BaseModel
+    from pydantic_core import PydanticUndefined
+
+    out = []
+    for key, value in data.items():
+        field = model_cls.model_fields.get(key)
+        assert field is not None, f"{path}{key} is not a setting"
+        ann = field.annotation
+        if isinstance(value, dict) and isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _repeats(value, ann, f"{path}{key}.")
+            continue
+        sub = getattr(ann, "__args__", ())
+        if (
+            isinstance(value, dict)
+            and len(sub) == 2
+            and isinstance(sub[1], type)
+            and issubclass(sub[1], BaseModel)
+        ):
+            for k, v in value.items():
+                out += _repeats(v, sub[1], f"{path}{key}.{k}.")
+            continue
+        default = field.default_factory() if field.default_factory is not None else field.default
+        if default is not PydanticUndefined and value == default:
+            out.append(f"{path}{key}")
+    return out
+
+
+def test_every_default_is_written_once():
+    """configs/default.yaml holds the operator's tables only; no key restates a code default."""
     import yaml
 
-    from pipelines.config import DEFAULT_CONFIG
+    from pipelines.config import DEFAULT_CONFIG, Settings
 
     assert load_config(environ={}).orchestration.lock_timeout_seconds == 0
-    assert yaml.safe_load(DEFAULT_CONFIG.read_text())["orchestration"]["lock_timeout_seconds"] == 0
+    assert _repeats(yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8")), Settings) == []

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.ingest import lake as lk
-from pipelines.ingest.contract import CONTRACTS
+from pipelines.lake import store as lk
+from pipelines.lake.contract import CONTRACTS
 from tests.leaks import read_parts
 
 CHURN = str(Path(sys.executable).with_name("churn"))

@@ -13,9 +13,10 @@ import pytest
 
 from features import billing, calls, complaints, labels
 from features.build import FEATURES, build_features, build_snapshot, connect, read_snapshots
+from features.config import FeatureRules
 from features.context import SnapshotContext
-from pipelines.config import FeatureRules
-from pipelines.ingest import lake as lk
+from pipelines.lake import store as lk
+from pipelines.lake import views
 
 RULES = FeatureRules()
 
@@ -249,7 +250,7 @@ def test_no_leakage_data_after_t_leaves_features_at_t_unchanged(features_world, 
 
     def snap(lake):
         con = connect("1GB", 2, tmp_path / "tmp")
-        lk.register_views(con, lake, suffix="_all")
+        views.register_views(con, lake, suffix="_all")
         con.execute(f"CREATE TEMP TABLE churn_all AS {labels.churn_events_sql('billing_all', 3)}")
         return (
             build_snapshot(con, lake, T, world.churn, world.features, last)

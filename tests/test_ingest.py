@@ -14,11 +14,12 @@ import pyarrow as pa
 import pytest
 
 from pipelines.config import load_config
-from pipelines.ingest import lake as lk
-from pipelines.ingest.contract import BILLING, COMPLAINTS
 from pipelines.ingest.run import Hooks, IngestFailed
 from pipelines.ingest.validate import validate_batch
-from pipelines.numbers import NumberPlan
+from pipelines.lake import store as lk
+from pipelines.lake import views
+from pipelines.lake.contract import BILLING, COMPLAINTS
+from pipelines.lake.numbers import NumberPlan
 from pipelines.synth.deliver import generate, load_truth
 from tests.conftest import make_settings, run_ingest
 
@@ -82,7 +83,7 @@ def test_counts_reconcile_exactly_and_duplicates_are_the_injected_ones(ingested)
         assert per_file[name] == n
     # the lake holds each record once, and every accepted row
     con = duckdb.connect()
-    lk.register_views(con, world.path("lake"))
+    views.register_views(con, world.path("lake"))
     n, distinct = con.sql("SELECT count(*), count(DISTINCT record_id) FROM cdr").fetchall()[0]
     assert n == distinct == sum(f.accepted for f in report.files if f.source == "cdr")
     saved = json.loads((world.path("reports") / "ingest" / "ingest_latest.json").read_text())
@@ -119,7 +120,7 @@ def test_corrected_redelivery_replaces_what_the_first_delivery_contributed(world
     con = duckdb.connect()
 
     def paid(con):
-        lk.register_views(con, s.path("lake"))
+        views.register_views(con, s.path("lake"))
         return con.sql(
             "SELECT count(*), round(sum(paid_amount), 2) FROM billing WHERE bill_month = '202504'"
         ).fetchall()[0]
@@ -155,7 +156,7 @@ def test_gbk_pipe_file_with_chinese_headers_ingests_like_its_clean_twin(tmp_path
             assert b"|" in raw.splitlines()[0] and "工单编号".encode("gbk") in raw
         run_ingest(s)
         con = duckdb.connect()
-        lk.register_views(con, s.path("lake"))
+        views.register_views(con, s.path("lake"))
         frames.append(
             con.sql(
                 "SELECT * EXCLUDE (_delivered_at) FROM complaints ORDER BY ticket_id, updated_at"
@@ -208,7 +209,7 @@ def test_kill_after_parts_moved_but_before_commit_is_invisible_and_recovered(wor
     report = run_ingest(s)
     assert {f.file for f in report.files if f.status == "committed"} >= {"cdr_202503.csv"}
     con = duckdb.connect()
-    lk.register_views(con, s.path("lake"))
+    views.register_views(con, s.path("lake"))
     n, distinct = con.sql("SELECT count(*), count(DISTINCT record_id) FROM cdr").fetchall()[0]
     assert n == distinct
 
@@ -335,7 +336,7 @@ def test_gzip_daily_cdr_and_gbk_deliveries_ingest_like_the_plain_ones(tmp_path):
         report = run_ingest(s)
         assert all(f.reconciles for f in report.files if f.status == "committed")
         con = duckdb.connect()
-        lk.register_views(con, s.path("lake"))
+        views.register_views(con, s.path("lake"))
         lakes.append(
             {
                 src: con.sql(
@@ -368,7 +369,7 @@ def _write_csv(path, contract, rows):
 
 
 def test_duplicates_keep_the_first_call_the_latest_bill_and_drop_repeats_across_files(tmp_path):
-    from pipelines.ingest.contract import CDR
+    from pipelines.lake.contract import CDR
 
     s = make_settings(tmp_path)
     land = s.path("landing")
@@ -409,7 +410,7 @@ def test_duplicates_keep_the_first_call_the_latest_bill_and_drop_repeats_across_
     )
     assert (bills.duplicates_within_file, bills.accepted) == (1, 2)
     con = duckdb.connect()
-    lk.register_views(con, s.path("lake"))
+    views.register_views(con, s.path("lake"))
     calls = con.sql("SELECT record_id, duration_s, _source_file FROM cdr ORDER BY 1").fetchall()
     assert calls == [
         ("R1", 60, "cdr_202503.csv"),
@@ -447,7 +448,7 @@ def test_small_blocks_and_parts_give_the_same_lake(world, tmp_path):
     rows = []
     for s in (s_big, s_small):
         con = duckdb.connect()
-        lk.register_views(con, s.path("lake"))
+        views.register_views(con, s.path("lake"))
         rows.append(
             con.sql("SELECT * EXCLUDE (_delivered_at) FROM cdr ORDER BY record_id").fetchall()
         )

@@ -27,13 +27,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import load_config
-from pipelines.errors import UsageError
-from pipelines.ingest import lake as lk
-from pipelines.ingest.contract import COMPLAINTS
 from pipelines.ingest.reader import UnreadableFile, read_failure
 from pipelines.ingest.run import IngestFailed
 from pipelines.ingest.validate import validate_batch
-from pipelines.numbers import NumberPlan
+from pipelines.lake import store as lk
+from pipelines.lake.contract import COMPLAINTS
+from pipelines.lake.errors import UsageError
+from pipelines.lake.numbers import NumberPlan
 from tests.conftest import make_settings, run_ingest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,7 +205,7 @@ def test_errors_of_the_machine_are_not_blamed_on_the_file(tmp_path, monkeypatch)
 
 
 def test_an_integer_too_long_for_int64_is_quarantined_not_a_crash():
-    from pipelines.ingest.contract import CDR
+    from pipelines.lake.contract import CDR
 
     row = dict(zip(CDR_HEADER.split(","), _cdr_rows(1, 3).strip().split(","), strict=True))
     batch = pa.table({c: [row.get(c, ""), row.get(c, "")] for c in CDR.names})

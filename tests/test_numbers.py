@@ -1,7 +1,7 @@
 import pyarrow as pa
 
 from pipelines.config import load_config
-from pipelines.numbers import NumberPlan, classify_other_number, mask_msisdn, normalize_msisdn
+from pipelines.lake.numbers import NumberPlan, classify_other_number, mask_msisdn, normalize_msisdn
 
 PLAN = NumberPlan.from_config(load_config(environ={}).numbering)
 
@@ -51,7 +51,7 @@ def test_landlines_and_codes_are_judged_as_phonenumbers_would():
     """The column-wise landline rule (phonenumbers' metadata) agrees with phonenumbers.parse."""
     import numpy as np
 
-    from pipelines.numbers import _judge_distinct, _parse_one
+    from pipelines.lake.numbers import _judge_distinct, _parse_one
 
     rng = np.random.default_rng(3)
     written = ["01012345678", "075512345678", "02112345678", "057112345678", "04001234567",
@@ -64,7 +64,7 @@ def test_landlines_and_codes_are_judged_as_phonenumbers_would():
     uniq = pa.array(sorted(set(written)), pa.string())
     nat, kind = _judge_distinct(uniq, PLAN)
     got = list(zip(nat.to_pylist(), kind.to_pylist(), strict=True))
-    expected = [_parse_one(u, PLAN.country_code) for u in uniq.to_pylist()]
+    expected = [_parse_one(u, PLAN.country_code, PLAN.service_code_max_digits) for u in uniq.to_pylist()]
     assert got == expected
     assert sum(k == "landline" for _, k in got) > 100  # the fast path was exercised
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from models import policy
 from pipelines.config import load_config
+from pipelines.publish import policy
 
 AS_OF = pd.Timestamp("2025-06-30 23:59:59")
 
 
-def _cfg(**over):
-    cfg = load_config(environ={}).publish.model_copy(deep=True)
+def _cfg(capacity_share: float = 1.0, **over):
+    """The publish settings with ``over`` applied, and the economics with that capacity."""
+    s = load_config(environ={})
+    cfg = s.publish.model_copy(deep=True)
     for k, v in over.items():
         setattr(cfg, k, v)
-    return cfg
+    return cfg, s.economics.model_copy(update={"capacity_share": capacity_share})
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
@@ -30,15 +32,15 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def _run(rows, cfg=None, **kw):
-    cfg = cfg or _cfg(capacity_share=1.0, control_share=0.0)
-    ranked = policy.rank(policy.expected_values(_frame(rows), cfg, 12))
-    return policy.apply_policy(ranked, cfg, as_of=AS_OF, **kw).set_index("msisdn")
+    cfg, eco = cfg or _cfg(capacity_share=1.0, control_share=0.0)
+    ranked = policy.rank(policy.expected_values(_frame(rows), eco))
+    return policy.apply_policy(ranked, cfg, economics=eco, as_of=AS_OF, **kw).set_index("msisdn")
 
 
 def test_ranking_follows_expected_value_at_risk():
     df = policy.rank(policy.expected_values(_frame([
         {"p_churn": 0.9, "arpu_3m": 10}, {"p_churn": 0.2, "arpu_3m": 1000}, {"p_churn": 0.5, "arpu_3m": 100},
-    ]), _cfg(), 12))  # fmt: skip
+    ]), _cfg()[1]))  # fmt: skip
     assert list(df.value_at_risk) == sorted(df.value_at_risk, reverse=True)
     assert df.value_at_risk.iloc[0] == pytest.approx(0.2 * 1000 * 12)
 

@@ -25,9 +25,10 @@ import pytest
 import yaml
 
 from pipelines import privacy
-from pipelines.ingest import lake as lk
+from pipelines.config import load_config
+from pipelines.lake import store as lk
+from pipelines.lake.numbers import NumberPlan, mask_text, normalize_msisdn
 from pipelines.logs import install_masking
-from pipelines.numbers import NumberPlan, mask_text, normalize_msisdn
 from tests.conftest import make_settings
 from tests.leaks import known_numbers, leaks_under, numbers_in, read_parts
 
@@ -49,7 +50,7 @@ FORMS = [
 
 @pytest.mark.parametrize("form", FORMS)
 def test_every_accepted_spelling_is_masked_in_free_text(form):
-    plan = NumberPlan(frozenset(), frozenset())
+    plan = NumberPlan.from_config(load_config(environ={}).numbering)
     assert normalize_msisdn(pa.array([form]), plan).to_pylist() == ["13812345678"]
     text = mask_text(f"客户要求回电 {form}，谢谢")
     assert "138****5678" in text

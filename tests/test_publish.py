@@ -13,7 +13,7 @@ import pytest
 
 from features.build import read_snapshots
 from models import explain
-from pipelines.publish import _write_xlsx, neutralise
+from pipelines.publish.run import _write_xlsx, neutralise
 
 MOBILE = re.compile(rb"(?<![\d.])1[3-9]\d{9}(?!\d)")  # not inside a decimal fraction
 

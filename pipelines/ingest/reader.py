@@ -43,8 +43,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from pipelines.config import SourceConfig
-from pipelines.numbers import MOBILE_IN_TEXT
+from pipelines.ingest.config import SourceConfig
+from pipelines.lake.numbers import MOBILE_IN_TEXT
 
 log = logging.getLogger(__name__)
 

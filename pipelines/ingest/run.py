@@ -33,17 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from pipelines.config import IngestConfig, Numbering, SourceConfig, Sources
-from pipelines.errors import ChurnError, UsageError
-from pipelines.ingest import lake as lk
-from pipelines.ingest.contract import (
-    CONTRACTS,
-    QUARANTINE_SCHEMA,
-    SCHEMA_VERSION,
-    SourceContract,
-    lake_schema,
-    parquet_layout,
-)
+from pipelines.ingest.config import IngestConfig, SourceConfig, Sources
 from pipelines.ingest.reader import (
     LEGACY_ENCODING,
     UNDECODABLE,
@@ -61,7 +51,19 @@ from pipelines.ingest.reader import (
     transcode,
 )
 from pipelines.ingest.validate import validate_batch
-from pipelines.numbers import NumberPlan, mask_text
+from pipelines.lake import store as lk
+from pipelines.lake import views
+from pipelines.lake.config import Numbering
+from pipelines.lake.contract import (
+    CONTRACTS,
+    QUARANTINE_SCHEMA,
+    SCHEMA_VERSION,
+    SourceContract,
+    lake_schema,
+    parquet_layout,
+)
+from pipelines.lake.errors import ChurnError, UsageError
+from pipelines.lake.numbers import NumberPlan, mask_text
 
 log = logging.getLogger(__name__)
 
@@ -504,7 +506,9 @@ class _KeyIndex:
             return empty
         other_h = "(SELECT NULL::UBIGINT AS h WHERE false)"
         if others:
-            other_h = f"(SELECT DISTINCT hash({key}) AS h FROM read_parquet({lk.sql_list(others)}))"
+            other_h = (
+                f"(SELECT DISTINCT hash({key}) AS h FROM read_parquet({views.sql_list(others)}))"
+            )
         cand = con.sql(f"""
             SELECT _row_number FROM k SEMI JOIN (
                 SELECT h FROM k GROUP BY h HAVING count(*) > 1
@@ -515,7 +519,7 @@ class _KeyIndex:
         con.register("cand", pa.table({"_row_number": pa.array(cand, pa.int64())}))
         order = "_row_number DESC" if latest_wins else "_row_number"
         rows = f"""SELECT {key}, _row_number, filename
-                   FROM read_parquet({lk.sql_list(self.parts)}, filename = true)
+                   FROM read_parquet({views.sql_list(self.parts)}, filename = true)
                    SEMI JOIN cand USING (_row_number)"""
         sql = f"""
             WITH c AS ({rows}),
@@ -532,7 +536,7 @@ class _KeyIndex:
             UNION ALL
             SELECT filename, _row_number, false AS within_file
             FROM (c ANTI JOIN within USING (filename, _row_number))
-            SEMI JOIN (SELECT DISTINCT {key} FROM read_parquet({lk.sql_list(others)})) USING ({key})"""
+            SEMI JOIN (SELECT DISTINCT {key} FROM read_parquet({views.sql_list(others)})) USING ({key})"""
         return con.sql(sql).to_arrow_table()
 
 

@@ -15,15 +15,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.ingest.contract import (
+from pipelines.ingest.reader import UNDECODABLE
+from pipelines.lake.contract import (
     QUARANTINE_SCHEMA,
     REASONS,
     Column,
     SourceContract,
     lake_schema,
 )
-from pipelines.ingest.reader import UNDECODABLE
-from pipelines.numbers import NumberPlan, classify_other_number, normalize_msisdn
+from pipelines.lake.numbers import NumberPlan, classify_other_number, normalize_msisdn
 
 _NUM = {
     "money": r"^-?\d+(\.\d{1,2})?$",

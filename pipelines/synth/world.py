@@ -19,7 +19,8 @@ import pandas as pd
 import pyarrow as pa
 from scipy import sparse
 
-from pipelines.config import Numbering, SynthConfig
+from pipelines.lake.config import Numbering
+from pipelines.synth.config import SynthConfig
 
 SERVICE_CODES = np.array(["10086", "10010", "10000", "95588", "95533", "12345", "95555", "12306"])
 AREA_CODES = np.array(["010", "021", "020", "0755", "028", "027", "0571", "025", "023", "029"])

@@ -34,8 +34,8 @@ class NumberPlan:
 
     own_prefixes: frozenset[str]
     other_prefixes: frozenset[str]
-    country_code: str = "86"
-    service_code_max_digits: int = 6
+    country_code: str
+    service_code_max_digits: int
 
     @classmethod
     def from_config(cls, numbering) -> NumberPlan:  # numbering: pipelines.config.Numbering
@@ -48,7 +48,7 @@ class NumberPlan:
 
 
 @lru_cache(maxsize=200_000)
-def _parse_one(raw: str, country_code: str) -> tuple[str | None, str]:
+def _parse_one(raw: str, country_code: str, service_max: int) -> tuple[str | None, str]:
     """Return (national number or None, kind) for one non-canonical value."""
     s = raw.strip()
     if not s:
@@ -58,7 +58,7 @@ def _parse_one(raw: str, country_code: str) -> tuple[str | None, str]:
         # letters or other symbols inside: not a number at all
         return None, UNKNOWN
     # Short service codes (10086, 95588, 12345) have no country form.
-    if not s.startswith(("+", "00")) and len(digits) <= 6 and digits[0] in "19":
+    if not s.startswith(("+", "00")) and len(digits) <= service_max and digits[0] in "19":
         return digits, SERVICE_CODE
     text = s
     if s.startswith("00"):
@@ -187,7 +187,7 @@ def _judge_distinct(uniq: pa.Array, plan: NumberPlan) -> tuple[pa.Array, pa.Arra
     digits = pc.ascii_is_decimal(uniq)
     length = pc.binary_length(uniq)
     service = pc.and_(
-        pc.and_(digits, pc.less_equal(length, 6)),
+        pc.and_(digits, pc.less_equal(length, plan.service_code_max_digits)),
         pc.or_(pc.starts_with(uniq, "1"), pc.starts_with(uniq, "9")),
     )
     landline = _landline_mask(uniq, digits, plan)
@@ -198,7 +198,10 @@ def _judge_distinct(uniq: pa.Array, plan: NumberPlan) -> tuple[pa.Array, pa.Arra
     )
     slow = pc.invert(fast)
     if pc.any(slow).as_py():
-        judged = [_parse_one(u, plan.country_code) for u in pc.filter(uniq, slow).to_pylist()]
+        judged = [
+            _parse_one(u, plan.country_code, plan.service_code_max_digits)
+            for u in pc.filter(uniq, slow).to_pylist()
+        ]
         nat = pc.replace_with_mask(nat, slow, pa.array([j[0] for j in judged], pa.string()))
         kind = pc.replace_with_mask(kind, slow, pa.array([j[1] for j in judged], pa.string()))
     return nat, kind

@@ -26,11 +26,12 @@ from jinja2 import Template
 from mlflow.tracking import MlflowClient
 
 from features.build import read_snapshots
-from models import explain, policy
+from models import explain
 from pipelines.config import Settings
-from pipelines.ingest import lake as lk
-from pipelines.numbers import mask_msisdn, mask_text
+from pipelines.lake import views
+from pipelines.lake.numbers import NumberPlan, mask_msisdn, mask_text, normalize_msisdn
 from pipelines.privacy import key_id, previous_secret, share, subscriber_keys, subscriber_secret
+from pipelines.publish import policy
 
 log = logging.getLogger(__name__)
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -77,7 +78,7 @@ def score(settings: Settings, month: str | None = None) -> ScoreResult:
     X = df[feats].astype(float)
     p = model.predict_proba(X)[:, 1]
     sv, _ = explain.shap_values(model, X)
-    n = min(settings.publish.explain_sample, len(X))
+    n = min(settings.model.explain_sample, len(X))
     sample = X.sample(n, random_state=0) if n < len(X) else X
     ref = explain.shap_reference(model, sample)
     fast = sv[X.index.get_indexer(sample.index)]
@@ -144,14 +145,11 @@ def safe_text(value):
     return neutralise(mask_text(value)) if isinstance(value, str) else value
 
 
-def _read_ids(path: Path) -> set[str]:
+def _read_ids(path: Path, plan: NumberPlan) -> set[str]:
     if not path.exists():
         return set()
     df = pd.read_csv(path, dtype=str)
     col = "msisdn" if "msisdn" in df.columns else df.columns[0]
-    from pipelines.numbers import NumberPlan, normalize_msisdn
-
-    plan = NumberPlan(frozenset(), frozenset())
     return set(filter(None, normalize_msisdn(pa.array(df[col].astype(str)), plan).to_pylist()))
 
 
@@ -165,7 +163,7 @@ def _contact_history(path: Path) -> pd.DataFrame | None:
 
 def _last_complaint(lake: Path, month: str) -> pd.DataFrame:
     con = duckdb.connect()
-    lk.register_views(con, lake, max_month=month, suffix="_t")
+    views.register_views(con, lake, max_month=month, suffix="_t")
     nxt = (pd.Period(month, freq="M") + 1).start_time.strftime("%Y-%m-%d")
     return con.sql(
         f"""SELECT msisdn, arg_max(description, updated_at) AS last_complaint
@@ -327,12 +325,13 @@ def publish(settings: Settings, month: str | None = None) -> dict:
     month = month or latest_snapshot(settings.path("features"))
     scored = pd.read_parquet(settings.path("scores") / month / "scores.parquet")
     as_of = (pd.Period(month, freq="M") + 1).start_time - pd.Timedelta(seconds=1)
-    values = policy.expected_values(scored, cfg, settings.model.value_horizon_months)
+    values = policy.expected_values(scored, settings.economics)
     ranked = policy.rank(values)
     decided = policy.apply_policy(
-        ranked, cfg, as_of=as_of,
+        ranked, cfg, economics=settings.economics, as_of=as_of,
         contact_history=_contact_history(settings.crm_file(cfg.contact_history, "contact_history.csv")),
-        do_not_contact=_read_ids(settings.crm_file(cfg.do_not_contact, "do_not_contact.csv")),
+        do_not_contact=_read_ids(settings.crm_file(cfg.do_not_contact, "do_not_contact.csv"),
+                                 NumberPlan.from_config(settings.numbering)),
         seed=settings.model.seed + int(month.replace("-", "")),
     )  # fmt: skip
     secret = subscriber_secret(settings)

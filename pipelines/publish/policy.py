@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.config import PublishConfig
+from models.config import Economics
+from pipelines.publish.config import PublishConfig
 
 
-def expected_values(scored: pd.DataFrame, cfg: PublishConfig, value_months: int) -> pd.DataFrame:
+def expected_values(scored: pd.DataFrame, economics: Economics) -> pd.DataFrame:
     """Value at risk and expected profit of one contact (Verbraken's churn profit, per subscriber).
 
     A contacted churner stays with probability ``acceptance_rate`` and keeps their value
@@ -20,14 +21,14 @@ def expected_values(scored: pd.DataFrame, cfg: PublishConfig, value_months: int)
     contact costs ``contact_cost``.
     """
     out = scored.copy()
-    value = out["arpu_3m"].clip(lower=0).fillna(0) * value_months
+    value = economics.value(out["arpu_3m"])
     p = out["p_churn"]
     out["value"] = value
     out["value_at_risk"] = p * value
     out["expected_profit"] = (
-        p * cfg.acceptance_rate * (value - cfg.incentive)
-        - (1 - p) * cfg.incentive
-        - cfg.contact_cost
+        p * economics.acceptance_rate * (value - economics.incentive)
+        - (1 - p) * economics.incentive
+        - economics.contact_cost
     )
     return out
 
@@ -47,6 +48,7 @@ def apply_policy(
     ranked: pd.DataFrame,
     cfg: PublishConfig,
     *,
+    economics: Economics,
     as_of: pd.Timestamp,
     contact_history: pd.DataFrame | None = None,
     do_not_contact: set[str] | None = None,
@@ -86,7 +88,7 @@ def apply_policy(
         df.loc[recent & df["exclusion"].isna(), "exclusion"] = "contacted_within_cycle"
 
     # the profitable head of the ranking, within overall and per-channel capacity
-    capacity = max(1, int(n_base * cfg.capacity_share))
+    capacity = max(1, int(n_base * economics.capacity_share))
     eligible = df["exclusion"].isna()
     unprofitable = eligible & (df["expected_profit"] <= 0) & ~callback
     cut = np.flatnonzero(unprofitable.to_numpy())

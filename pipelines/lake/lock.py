@@ -28,12 +28,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pipelines.errors import ChurnError
-
-if TYPE_CHECKING:
-    from pipelines.config import Settings
+from pipelines.lake.errors import ChurnError
 
 log = logging.getLogger(__name__)
 
@@ -250,10 +247,3 @@ def holds(data_dir: Path) -> bool:
     """Whether this process holds the lock of ``data_dir``."""
     with _guard:
         return str(Path(data_dir).resolve()) in _held
-
-
-def settings_lock(settings: Settings, step: str):
-    """The lock of the settings' data folder, waiting ``orchestration.lock_timeout_seconds``."""
-    return data_lock(
-        settings.path("data_dir"), step, timeout=settings.orchestration.lock_timeout_seconds
-    )

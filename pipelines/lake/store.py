@@ -4,7 +4,7 @@ A part belongs to the lake only once the source's ``_manifest.json`` lists it, a
 the manifest is replaced atomically (write, fsync, rename). A run killed at any
 moment therefore leaves the lake as the last manifest says; parts it had already
 moved in are orphans, removed by the next run. Readers go through :func:`parts` or
-:func:`register_views`, never through a directory glob.
+:func:`pipelines.lake.views.register_views`, never through a directory glob.
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
-from pipelines.ingest.contract import CONTRACTS, SCHEMA_VERSION
-from pipelines.locking import pid_alive
+from pipelines.lake.contract import SCHEMA_VERSION
+from pipelines.lake.lock import pid_alive
 
 MANIFEST = "_manifest.json"
 STAGING = "_staging"
@@ -155,56 +153,3 @@ def recover(lake: Path, quarantine: Path, source: str) -> list[Path]:
                 p.unlink()
                 removed.append(p)
     return removed
-
-
-def sql_list(paths: list[Path]) -> str:
-    """A DuckDB list literal of file paths, quotes escaped."""
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
-
-
-def scan_sql(lake: Path, source: str, max_month: str | None = None) -> str:
-    """SQL reading one source as committed, with latest-delivery-wins where the contract says so.
-
-    With ``max_month`` only partitions up to that month are read: the point-in-time
-    guarantee starts here, before any filter in a feature query.
-    """
-    files = parts(lake, source, max_month)
-    if not files:
-        from pipelines.ingest.contract import lake_schema
-
-        cols = ", ".join(
-            f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in lake_schema(source)
-        )
-        return f"SELECT {cols} WHERE false"
-    base = f"SELECT * FROM read_parquet({sql_list(files)}, hive_partitioning = false, union_by_name = true)"
-    key = CONTRACTS[source].latest_wins_key
-    if key:
-        k = ", ".join(key)
-        return (
-            f"{base} QUALIFY row_number() OVER (PARTITION BY {k} "
-            "ORDER BY _delivered_at DESC, _source_file DESC, _row_number DESC) = 1"
-        )
-    return base
-
-
-def _duck_type(t) -> str:
-    import pyarrow as pa
-
-    return {
-        pa.string(): "VARCHAR",
-        pa.float64(): "DOUBLE",
-        pa.int64(): "BIGINT",
-        pa.int8(): "TINYINT",
-        pa.date32(): "DATE",
-        pa.timestamp("s"): "TIMESTAMP",
-    }[t]
-
-
-def register_views(
-    con: duckdb.DuckDBPyConnection, lake: Path, max_month: str | None = None, suffix: str = ""
-) -> None:
-    """``billing``, ``cdr`` and ``complaints`` views (names + ``suffix``) over the committed lake."""
-    for source in CONTRACTS:
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {source}{suffix} AS {scan_sql(lake, source, max_month)}"
-        )

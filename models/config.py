@@ -1,0 +1,105 @@
+"""Settings of the model library: training, registry, reasons, and the economics of a contact.
+
+:class:`Economics` is the one definition of what a retention contact costs and brings;
+EMP in the evaluation and the outreach policy both read it, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from pipelines.lake.config import Strict
+
+
+class LGBMParams(Strict):
+    n_estimators: int = Field(800, ge=10)
+    learning_rate: float = Field(0.03, gt=0, le=1)
+    num_leaves: int = Field(31, ge=2)
+    max_depth: int = Field(8, ge=-1)
+    min_child_samples: int = Field(40, ge=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    subsample_freq: int = Field(1, ge=0)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    reg_lambda: float = Field(1.0, ge=0)
+    n_jobs: int = Field(2, ge=1)
+
+
+class Economics(Strict):
+    """What a contact costs and brings (Verbraken's expected maximum profit, and the list's ranking)."""
+
+    incentive: float = Field(10.0, ge=0, description="CNY offered per contact")
+    contact_cost: float = Field(1.0, ge=0, description="CNY per contact")
+    acceptance_alpha: float = Field(
+        6.0, gt=0, description="share of contacted churners who stay ~ Beta(alpha, beta)"
+    )
+    acceptance_beta: float = Field(14.0, gt=0, description="see acceptance_alpha (mean 0.3)")
+    clv: float = Field(200.0, gt=0, description="customer value for the EMP metric (CNY)")
+    value_horizon_months: int = Field(
+        12, ge=1, description="months of ARPU that make a subscriber's own value"
+    )
+    capacity_share: float = Field(
+        0.05, gt=0, le=1, description="retention capacity as a share of the scored base"
+    )
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Expected share of contacted would-be leavers who stay: the mean of the Beta."""
+        return self.acceptance_alpha / (self.acceptance_alpha + self.acceptance_beta)
+
+    def value(self, arpu_3m: pd.Series | np.ndarray) -> pd.Series | np.ndarray:
+        """A subscriber's value: ``value_horizon_months`` of their 3-month ARPU (never negative)."""
+        if isinstance(arpu_3m, pd.Series):
+            return arpu_3m.clip(lower=0).fillna(0) * self.value_horizon_months
+        return np.nan_to_num(np.clip(np.asarray(arpu_3m, float), 0, None)) * (
+            self.value_horizon_months
+        )
+
+
+class ModelConfig(Strict):
+    name: str = Field("churn-model", description="registered model name in MLflow")
+    experiment: str = "churn-early-warning"
+    tracking_uri: str = Field(
+        "", description="empty: sqlite:///<data_dir>/mlflow/mlflow.db; any MLflow URI works"
+    )
+    promotion_metric: Literal["roc_auc", "pr_auc", "top_decile_lift", "emp"] = "roc_auc"
+    retrain_every_months: int = Field(
+        3, ge=1, description="the monthly refresh retrains when the champion is this old"
+    )
+    seed: int = 42
+    early_stopping_rounds: int = Field(50, ge=5)
+    calibration: Literal["auto", "isotonic", "sigmoid"] = Field(
+        "auto", description="auto: chosen on the validation month by Brier score"
+    )
+    min_label_coverage: float = Field(
+        0.99, gt=0, le=1, description="a snapshot trains once this share of it is labelled"
+    )
+    explain_sample: int = Field(
+        200, ge=10, description="rows where the fast SHAP path is checked against shap itself"
+    )
+    lgbm: LGBMParams = Field(default_factory=LGBMParams)
+
+
+class ReasonGroup(Strict):
+    features: list[str]
+    en: str
+    zh: str
+
+
+class ReasonConfig(Strict):
+    """Feature -> reason group; templates filled with the subscriber's own values."""
+
+    groups: dict[str, ReasonGroup]
+
+    @model_validator(mode="after")
+    def _unique(self) -> ReasonConfig:
+        seen: dict[str, str] = {}
+        for g, rg in self.groups.items():
+            for f in rg.features:
+                if f in seen:
+                    raise ValueError(f"feature {f} is in reason groups {seen[f]} and {g}")
+                seen[f] = g
+        return self

@@ -1,0 +1,39 @@
+"""Settings of publishing: the outreach policy (channels, revisits, control group) and the lists."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from pipelines.lake.config import Strict
+
+Tier = Literal["member", "vip", "ordinary"]
+
+
+class PublishConfig(Strict):
+    show_full_msisdn: bool = Field(
+        False, description="true only when a person explicitly asks for full numbers"
+    )
+    capacity_per_channel: dict[str, int] = Field(
+        description="most subscribers a channel can work in a month"
+    )
+    channel_by_tier: dict[Tier, str]
+    revisit_months: dict[Tier, int] = Field(
+        description="not contacted again within this many months"
+    )
+    complaint_callback_days: int = Field(
+        3,
+        ge=0,
+        description="high-value subscribers called back within this many days of a resolution",
+    )
+    control_share: float = Field(
+        0.10, ge=0, lt=1, description="held out of contact at random, to measure the campaign"
+    )
+    contact_history: str = Field(
+        "",
+        description="CSV msisdn,contacted_at[,channel]; empty: <data_dir>/crm/contact_history.csv",
+    )
+    do_not_contact: str = Field(
+        "", description="CSV/text of msisdn; empty: <data_dir>/crm/do_not_contact.csv"
+    )

@@ -1,0 +1,53 @@
+"""Settings of the synthetic operator: its size, its seed, and the dirt its extracts carry."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from pipelines.lake.config import Strict, check_month
+
+DirtKind = Literal[
+    "bad_date", "negative_duration", "unknown_enum", "missing_key", "malformed_number",
+    "bad_number_type",
+]  # fmt: skip
+
+
+class DirtConfig(Strict):
+    rate: float = Field(
+        0.005, ge=0, le=0.5, description="share of rows made invalid, per kind below"
+    )
+    kinds: list[DirtKind] = Field(
+        default_factory=lambda: list(DirtKind.__args__), description="kinds of invalid rows"
+    )
+    msisdn_format_rate: float = Field(
+        0.03, ge=0, le=1, description="valid but unusual number formats (+86, 0086, dashes, spaces)"
+    )
+    duplicate_cdr_rate: float = Field(
+        0.004, ge=0, le=0.5, description="CDR records repeated in the next file"
+    )
+    delivered_twice: bool = Field(True, description="one billing file delivered again, unchanged")
+    corrected_redelivery: bool = Field(
+        True, description="one billing file re-delivered with corrections"
+    )
+    truncated_last_line: bool = Field(True, description="the last CDR file ends mid-row")
+    gzip: bool = Field(False, description="deliver .csv.gz")
+    gbk_pipe_complaints: bool = Field(
+        False, description="complaints as GBK, '|' delimited, Chinese headers"
+    )
+
+
+class SynthConfig(Strict):
+    subscribers: int = Field(20000, ge=50)
+    months: int = Field(12, ge=3, le=120)
+    start_month: str = Field("2025-01", description="first month, YYYY-MM")
+    seed: int = 42
+    target_monthly_churn: float = Field(0.022, gt=0, lt=0.2)
+    events_per_subscriber_month: float = Field(22, gt=0, description="calls and SMS")
+    cdr_file_granularity: Literal["month", "day"] = Field(
+        "month", description="one CDR file a month or a day"
+    )
+    dirt: DirtConfig = Field(default_factory=DirtConfig)
+
+    _month = field_validator("start_month")(classmethod(lambda cls, v: check_month(v)))
