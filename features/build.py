@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +16,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from features import billing, calls, complaints, labels, segments, social, tenure, usage
+from features import billing, calls, complaints, labels, segments, social, store, tenure, usage
 from features.catalog import Feature, render_markdown
 from features.config import ChurnDefinition, FeatureConfig
 from features.context import SnapshotContext
@@ -169,31 +167,6 @@ def choose_months(lake: Path, cfg: FeatureConfig) -> list[str]:
     return have[cfg.min_history_months - 1 :]
 
 
-def _write_snapshot(table: pa.Table, target: Path) -> None:
-    """Readers glob ``features.parquet``: they see the old file or the whole new one, never a part."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = lk.temp_name(target)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    lk.fsync_dir(target.parent)
-
-
-def _remove_stale_temps(out: Path) -> None:
-    """Half-written snapshots and catalogs of a killed build: never read, removed here."""
-    folders = [out, *sorted(d for d in out.glob("snapshot=*") if d.is_dir())]
-    for folder in folders:
-        for name in ("features.parquet", ".features.parquet", "catalog.md"):
-            for tmp in lk.stale_temps(folder, name):
-                log.info("removing %s, left by an interrupted feature build", tmp)
-                tmp.unlink(missing_ok=True)
-
-
 def build_features(
     lake: Path,
     out: Path,
@@ -211,7 +184,7 @@ def build_features(
     last = have[-1]
     rep = FeatureBuildReport(months=months)
     out.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(out)
+    store.remove_stale_temps(out)
     con = connect(cfg.duckdb_memory_limit, cfg.duckdb_threads, temp_dir or out / "_duckdb_tmp")
     try:
         views.register_views(con, lake, suffix="_all")
@@ -222,7 +195,7 @@ def build_features(
 
         for m in tqdm(months, desc="feature snapshots", unit="month", disable=None):
             table = build_snapshot(con, lake, m, churn, cfg, last)
-            _write_snapshot(table, out / f"snapshot={m}" / "features.parquet")
+            store.write_snapshot(out, m, table)
             lab = table["label_churn"].drop_null()
             rep.rows[m] = table.num_rows
             rep.labelled[m] = len(lab)
@@ -236,18 +209,7 @@ def build_features(
             )
     finally:
         con.close()
-    catalog = out / "catalog.md"
-    lk.write_atomically(catalog, render_markdown(FEATURES + [labels.LABEL]).encode("utf-8"))
+    catalog = store.write_catalog(out, render_markdown(FEATURES + [labels.LABEL]))
     rep.catalog = str(catalog)
     rep.seconds = round(time.perf_counter() - t0, 2)
     return rep
-
-
-def read_snapshots(features_dir: Path, months: list[str] | None = None) -> pd.DataFrame:
-    """Snapshots as one frame (msisdn included: callers drop it before anything leaves the lake)."""
-    paths = sorted(features_dir.glob("snapshot=*/features.parquet"))
-    if months is not None:
-        paths = [p for p in paths if p.parent.name.removeprefix("snapshot=") in set(months)]
-    if not paths:
-        raise FileNotFoundError(f"no feature snapshots under {features_dir}: build features first")
-    return pd.concat([pq.read_table(p).to_pandas() for p in paths], ignore_index=True)

@@ -14,6 +14,7 @@ from datetime import timedelta
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from features import store
 from pipelines import steps
 from pipelines.config import Settings, load_config
 from pipelines.ingest.run import IngestFailed
@@ -35,9 +36,7 @@ def _features_cache_key(context, parameters) -> str:
     for src in ("billing", "cdr", "complaints"):
         m = s.path("lake") / src / "_manifest.json"
         h.update(m.read_bytes() if m.exists() else b"-")
-    for p in sorted(s.path("features").glob("snapshot=*/features.parquet")):
-        st = p.stat()
-        h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update(store.cache_token(s.path("features")).encode())
     return "features-" + h.hexdigest()[:24]
 
 

@@ -108,16 +108,16 @@ def build_features(settings: Settings, months: list[str] | None = None):
 @writes_data("train")
 def train(settings: Settings, lgbm_overrides: dict | None = None):
     """Train on the feature snapshots; register in MLflow; promote only a better model."""
-    from features.build import model_features, read_snapshots
-    from models.train import fingerprint_files, train_and_register
+    from features import store
+    from features.build import model_features
+    from models.train import train_and_register
 
     feats_dir = settings.path("features")
-    frame = read_snapshots(feats_dir)
-    files = sorted(feats_dir.glob("snapshot=*/features.parquet"))
+    frame = store.read_snapshots(feats_dir)
     lineage = {
         "snapshot_months": sorted(frame.snapshot_month.unique().tolist()),
         "rows_per_snapshot": frame.groupby("snapshot_month").size().to_dict(),
-        "feature_files_fingerprint": fingerprint_files(files),
+        "feature_files_fingerprint": store.fingerprint(feats_dir),
     }
     return train_and_register(
         frame.drop(columns=["msisdn"]),
@@ -127,7 +127,7 @@ def train(settings: Settings, lgbm_overrides: dict | None = None):
         time_col="snapshot_month",
         id_col=None,
         lineage=lineage,
-        catalog=feats_dir / "catalog.md",
+        catalog=store.catalog_path(feats_dir),
         lgbm_overrides=lgbm_overrides,
     )
 
@@ -193,9 +193,9 @@ def retrain_due(settings: Settings) -> tuple[bool, str]:
     """Retrain when there is no champion, or its test month is retrain_every_months behind the data."""
     import mlflow
     import pandas as pd
-    import pyarrow.parquet as pq
     from mlflow.tracking import MlflowClient
 
+    from features import store
     from models.train import setup_mlflow
 
     setup_mlflow(settings)
@@ -205,11 +205,7 @@ def retrain_due(settings: Settings) -> tuple[bool, str]:
     except mlflow.exceptions.MlflowException:
         return True, "no champion yet"
     tested = client.get_run(mv.run_id).data.params.get("test_period", "")
-    covered = []
-    for p in sorted(settings.path("features").glob("snapshot=*/features.parquet")):
-        lab = pq.read_table(p, columns=["label_churn"])["label_churn"]
-        if len(lab) and 1 - lab.null_count / len(lab) >= settings.model.min_label_coverage:
-            covered.append(p.parent.name.removeprefix("snapshot="))
+    covered = store.labelled_months(settings.path("features"), settings.model.min_label_coverage)
     if not covered or not tested:
         return False, "no newer labelled month"
     gap = (pd.Period(covered[-1], freq="M") - pd.Period(tested, freq="M")).n

@@ -12,9 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from features import billing, calls, complaints, labels
-from features.build import FEATURES, build_features, build_snapshot, connect, read_snapshots
+from features.build import FEATURES, build_features, build_snapshot, connect
 from features.config import FeatureRules
 from features.context import SnapshotContext
+from features.store import read_snapshots
 from pipelines.lake import store as lk
 from pipelines.lake import views
 

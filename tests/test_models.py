@@ -14,7 +14,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from features.build import model_features, read_snapshots
+from features.build import model_features
+from features.store import read_snapshots
 from models.estimator import ChurnModel, OperatorRules
 from models.evaluate import expected_calibration_error, lift_at
 from pipelines import steps

@@ -64,7 +64,9 @@ def test_landlines_and_codes_are_judged_as_phonenumbers_would():
     uniq = pa.array(sorted(set(written)), pa.string())
     nat, kind = _judge_distinct(uniq, PLAN)
     got = list(zip(nat.to_pylist(), kind.to_pylist(), strict=True))
-    expected = [_parse_one(u, PLAN.country_code, PLAN.service_code_max_digits) for u in uniq.to_pylist()]
+    expected = [
+        _parse_one(u, PLAN.country_code, PLAN.service_code_max_digits) for u in uniq.to_pylist()
+    ]
     assert got == expected
     assert sum(k == "landline" for _, k in got) > 100  # the fast path was exercised
 

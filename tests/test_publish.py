@@ -11,7 +11,7 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from features.build import read_snapshots
+from features.store import read_snapshots
 from models import explain
 from pipelines.publish.run import _write_xlsx, neutralise
 

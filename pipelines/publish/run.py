@@ -25,7 +25,7 @@ import pyarrow as pa
 from jinja2 import Template
 from mlflow.tracking import MlflowClient
 
-from features.build import read_snapshots
+from features import store
 from models import explain
 from pipelines.config import Settings
 from pipelines.lake import views
@@ -48,13 +48,6 @@ class ScoreResult:
     top_drivers: list[str]
 
 
-def latest_snapshot(features_dir: Path) -> str:
-    months = sorted(p.name.removeprefix("snapshot=") for p in features_dir.glob("snapshot=*"))
-    if not months:
-        raise FileNotFoundError(f"no feature snapshots under {features_dir}")
-    return months[-1]
-
-
 def load_champion(settings: Settings):
     from models.train import setup_mlflow
 
@@ -71,9 +64,9 @@ def load_champion(settings: Settings):
 
 def score(settings: Settings, month: str | None = None) -> ScoreResult:
     """Probability, SHAP reasons and value for every subscriber of the snapshot."""
-    month = month or latest_snapshot(settings.path("features"))
+    month = month or store.latest_month(settings.path("features"))
     model, version, run_id = load_champion(settings)
-    df = read_snapshots(settings.path("features"), [month])
+    df = store.read_snapshots(settings.path("features"), [month])
     feats = list(model.feature_names_in_)
     X = df[feats].astype(float)
     p = model.predict_proba(X)[:, 1]
@@ -322,7 +315,7 @@ calibration error {{ "%.4f"|format(metrics.ece) }}.</p>
 def publish(settings: Settings, month: str | None = None) -> dict:
     """Apply the outreach policy to the scores and write the month's lists, manifest, diff and report."""
     cfg = settings.publish
-    month = month or latest_snapshot(settings.path("features"))
+    month = month or store.latest_month(settings.path("features"))
     scored = pd.read_parquet(settings.path("scores") / month / "scores.parquet")
     as_of = (pd.Period(month, freq="M") + 1).start_time - pd.Timedelta(seconds=1)
     values = policy.expected_values(scored, settings.economics)
