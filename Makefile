@@ -4,13 +4,10 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export DO_NOT_TRACK := true
-export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint format bench clean
+.PHONY: help setup demo test test-fast lint format bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-8s\033[0m %s\n", $$1, $$2}'
@@ -28,8 +25,11 @@ setup: $(STAMP) ## Create .venv and install the project with pinned dependencies
 demo: setup ## Generate a ~20,000-subscriber operator and run every step end to end
 	$(BIN)/churn demo
 
-test: setup ## Run the test suite (unit, end-to-end, notebooks)
+test: setup ## Run the whole test suite: unit, data, model, e2e (Prefect, notebooks)
 	$(BIN)/python -m pytest -q
+
+test-fast: setup ## Run the unit tests only (seconds)
+	$(BIN)/python -m pytest -q -m unit
 
 lint: setup ## ruff lint + format check
 	$(BIN)/ruff check .

@@ -89,8 +89,7 @@ def stage_ingest_file() -> dict:
     d = discover(work / "landing", {"cdr": s.sources.cdr}).current[0]
     c0, t0 = _cpu_seconds(), time.perf_counter()
     rep = ingest_file(d, lake=work / "lake", quarantine=work / "q", sources=s.sources,
-                      plan=NumberPlan.from_config(s.numbering), cfg=s.ingest,
-                      memory_limit=s.ingest.duckdb_memory_limit, threads=s.ingest.duckdb_threads)  # fmt: skip
+                      plan=NumberPlan.from_config(s.numbering), cfg=s.ingest)  # fmt: skip
     sec = time.perf_counter() - t0
     return {
         "file": src.name,
@@ -113,7 +112,7 @@ def stage_bare_pyarrow() -> dict:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from pipelines.ingest.run import use_memory_pool
+    from pipelines.ingest.stage import use_memory_pool
 
     use_memory_pool(_settings().ingest.memory_pool)
     src = _largest_cdr()

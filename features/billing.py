@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from features.catalog import Feature
+from features.catalog import Family, Feature
+from features.config import FeatureRules
 from features.context import MONTH_IDX, SnapshotContext
 
 F = "billing"
@@ -34,7 +35,7 @@ FEATURES = [
 ]  # fmt: skip
 
 
-def sql(ctx: SnapshotContext, rules) -> str:
+def sql(ctx: SnapshotContext, rules: FeatureRules) -> str:
     r = rules
     return f"""
     WITH b AS (SELECT *, {ctx.idx} - {MONTH_IDX} AS ago FROM billing_t WHERE bill_month <= '{ctx.ym}'),
@@ -85,3 +86,6 @@ def sql(ctx: SnapshotContext, rules) -> str:
         status_suspended
     FROM a
     """
+
+
+FAMILY = Family(F, FEATURES, sql)

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 
 from features import billing, calls, complaints, labels, segments, social, store, tenure, usage
-from features.catalog import Feature, render_markdown
+from features.catalog import Family, Feature, render_markdown
 from features.config import ChurnDefinition, FeatureConfig
 from features.context import SnapshotContext
 from pipelines.lake import store as lk
@@ -26,10 +25,17 @@ from pipelines.lake import views
 
 log = logging.getLogger(__name__)
 
-FEATURES: list[Feature] = (
-    tenure.FEATURES + billing.FEATURES + usage.FEATURES + calls.FEATURES + complaints.FEATURES + social.FEATURES
-    + segments.FEATURES
-)  # fmt: skip
+# Joined in this order, which is the snapshot's column order (and its schema hash): append only.
+FAMILIES: tuple[Family, ...] = (
+    tenure.FAMILY,
+    billing.FAMILY,
+    usage.FAMILY,
+    calls.FAMILY,
+    complaints.FAMILY,
+    social.FAMILY,
+)
+# segments come last: they are computed from the other families' columns in the final select
+FEATURES: list[Feature] = [f for fam in FAMILIES for f in fam.features] + segments.FEATURES
 KEYS = ["msisdn", "snapshot_month"]
 META = ["payment_type", "network_generation", "plan_id"]  # descriptive, for lists and notebooks
 _ARROW = {"double": pa.float64(), "int": pa.int64(), "str": pa.string()}
@@ -40,34 +46,14 @@ def model_features() -> list[str]:
 
 
 def snapshot_schema() -> pa.Schema:
-    fields = [pa.field("msisdn", pa.string()), pa.field("snapshot_month", pa.string())]
-    fields += [pa.field(m, pa.string()) for m in META]
-    fields += [pa.field(f.name, _ARROW[f.dtype]) for f in FEATURES]
-    fields.append(pa.field(labels.LABEL.name, pa.int64()))
+    fields = [pa.field(k, pa.string()) for k in KEYS + META]
+    fields += [pa.field(f.name, _ARROW[f.dtype]) for f in [*FEATURES, labels.LABEL]]
     return pa.schema(fields, metadata={"feature_schema": feature_schema_hash()})
 
 
 def feature_schema_hash() -> str:
     blob = "|".join(f"{f.name}:{f.dtype}:{f.window}" for f in FEATURES).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def connect(memory_limit: str, threads: int, temp_dir: Path) -> duckdb.DuckDBPyConnection:
-    """DuckDB with a memory ceiling and a spill folder, so data larger than RAM still builds."""
-    temp_dir.mkdir(parents=True, exist_ok=True)
-    return duckdb.connect(
-        config={
-            "memory_limit": memory_limit,
-            "threads": threads,
-            "temp_directory": str(temp_dir),
-            "preserve_insertion_order": False,
-        }
-    )
-
-
-def _idx(month: str) -> int:
-    p = pd.Period(month, freq="M")
-    return p.year * 12 + p.month
 
 
 def build_snapshot(
@@ -84,7 +70,7 @@ def build_snapshot(
     k = churn.prepaid_inactivity_months
     views.register_views(con, lake, max_month=month, suffix="_t")
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE known_churn AS {labels.churn_events_sql('billing_t', k)}"
+        f"CREATE OR REPLACE TEMP TABLE {ctx.known_churn} AS {labels.churn_events_sql('billing_t', k)}"
     )
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE obs AS
@@ -92,48 +78,39 @@ def build_snapshot(
                CAST(payment_type = 'postpaid' AS INTEGER) AS is_postpaid
         FROM billing_t
         WHERE bill_month = '{ctx.ym}' AND status NOT IN ('cancelled', 'ported_out')
-          AND msisdn NOT IN (SELECT msisdn FROM known_churn WHERE churn_idx <= {ctx.idx})"""
+          AND msisdn NOT IN (SELECT msisdn FROM {ctx.known_churn} WHERE churn_idx <= {ctx.idx})"""
     )
-    fam_sql = {
-        "tenure": tenure.sql(ctx),
-        "billing": billing.sql(ctx, rules),
-        "usage": usage.sql(ctx),
-        "calls": calls.sql(ctx, rules),
-        "complaints": complaints.sql(ctx),
-        "social": social.sql(ctx, "known_churn"),
-    }
-    fam_feats = {
-        "tenure": tenure.FEATURES, "billing": billing.FEATURES, "usage": usage.FEATURES,
-        "calls": calls.FEATURES, "complaints": complaints.FEATURES, "social": social.FEATURES,
-    }  # fmt: skip
-    select = ["obs.msisdn", "obs.snapshot_month"] + [f"obs.{m}" for m in META]
+    select = [f"obs.{c}" for c in KEYS + META]
     joins = []
-    for name, q in fam_sql.items():
-        con.execute(f"CREATE OR REPLACE TEMP TABLE f_{name} AS {q}")
-        got = [c for c in con.sql(f"SELECT * FROM f_{name} LIMIT 0").columns if c != "msisdn"]
-        want = [f.name for f in fam_feats[name]]
+    for fam in FAMILIES:
+        name = f"f_{fam.name}"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {fam.sql(ctx, rules)}")
+        got = [c for c in con.sql(f"SELECT * FROM {name} LIMIT 0").columns if c != "msisdn"]
+        want = [f.name for f in fam.features]
         if got != want:
-            raise RuntimeError(f"feature family {name} produced {got}, catalog declares {want}")
-        for f in fam_feats[name]:
-            col = f"f_{name}.{f.name}"
+            raise RuntimeError(f"feature family {fam.name} produced {got}, catalog declares {want}")
+        for f in fam.features:
+            col = f"{name}.{f.name}"
             select.append(
                 f"coalesce({col}, 0) AS {f.name}" if f.zero_if_missing else f"{col} AS {f.name}"
             )
-        joins.append(f"LEFT JOIN f_{name} USING (msisdn)")
+        joins.append(f"LEFT JOIN {name} USING (msisdn)")
     con.execute(
         "CREATE OR REPLACE TEMP TABLE joined AS SELECT "
         + ", ".join(select)
         + " FROM obs "
         + " ".join(joins)
     )
+    last_idx = SnapshotContext(last_month).idx
     con.execute(
         "CREATE OR REPLACE TEMP TABLE lab AS "
         + labels.label_sql(
-            "obs", "churn_all", ctx.idx, _idx(last_month), churn.horizon_months, churn.gap_months, k
+            "obs", "churn_all", ctx.idx, last_idx, churn.horizon_months, churn.gap_months, k
         )
     )
     table = con.sql(
-        f"SELECT joined.*, {segments.select_sql(rules)}, lab.label_churn FROM joined JOIN lab USING (msisdn) ORDER BY msisdn"
+        f"SELECT joined.*, {segments.select_sql(rules)}, lab.{labels.LABEL.name} "
+        "FROM joined JOIN lab USING (msisdn) ORDER BY msisdn"
     ).to_arrow_table()
     schema = snapshot_schema()
     return table.select(schema.names).cast(schema)
@@ -175,7 +152,7 @@ def build_features(
     months: list[str] | None = None,
     temp_dir: Path | None = None,
 ) -> FeatureBuildReport:
-    """Write ``out/snapshot=YYYY-MM/features.parquet`` for each month, and ``out/catalog.md``."""
+    """Write the snapshot of each month and the catalog into the store at ``out`` (features/store.py)."""
     t0 = time.perf_counter()
     months = months or choose_months(lake, cfg)
     have = lk.months(lake, "billing")
@@ -185,7 +162,9 @@ def build_features(
     rep = FeatureBuildReport(months=months)
     out.mkdir(parents=True, exist_ok=True)
     store.remove_stale_temps(out)
-    con = connect(cfg.duckdb_memory_limit, cfg.duckdb_threads, temp_dir or out / "_duckdb_tmp")
+    con = views.connect(
+        cfg.duckdb_memory_limit, cfg.duckdb_threads, temp_dir or store.spill_dir(out)
+    )
     try:
         views.register_views(con, lake, suffix="_all")
         con.execute(
@@ -196,7 +175,7 @@ def build_features(
         for m in tqdm(months, desc="feature snapshots", unit="month", disable=None):
             table = build_snapshot(con, lake, m, churn, cfg, last)
             store.write_snapshot(out, m, table)
-            lab = table["label_churn"].drop_null()
+            lab = table[labels.LABEL.name].drop_null()
             rep.rows[m] = table.num_rows
             rep.labelled[m] = len(lab)
             rep.churn_rate[m] = round(sum(lab.to_pylist()) / len(lab), 4) if len(lab) else None

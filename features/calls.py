@@ -6,7 +6,8 @@ count calls and SMS together; rates of dropped and failed calls count voice only
 
 from __future__ import annotations
 
-from features.catalog import Feature
+from features.catalog import Family, Feature
+from features.config import FeatureRules
 from features.context import SnapshotContext
 
 F = "calls"
@@ -64,7 +65,7 @@ def _share(num: str, den: str) -> str:
     )
 
 
-def sql(ctx: SnapshotContext, rules) -> str:
+def sql(ctx: SnapshotContext, rules: FeatureRules) -> str:
     mob = "other_category IN ('own_mobile', 'other_mobile')"
     off = "other_category = 'other_mobile'"
     v = "event_type = 'voice'"
@@ -155,3 +156,6 @@ def sql(ctx: SnapshotContext, rules) -> str:
         dropped_call_rate_1m, dropped_call_rate_3m, dropped_call_rate_prev3m, failed_call_rate_3m
     FROM base LEFT JOIN conc USING (msisdn)
     """
+
+
+FAMILY = Family(F, FEATURES, sql)

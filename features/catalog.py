@@ -6,7 +6,11 @@ catalog a data scientist reads is the table the model sees.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from features.config import FeatureRules
+from features.context import SnapshotContext
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,23 @@ class Feature:
     dtype: str = "double"  # double | int | str
     model_input: bool = True
     zero_if_missing: bool = False  # a subscriber with no rows in the family has 0 of it, not null
+
+
+@dataclass(frozen=True)
+class Family:
+    """A feature family: its columns and the one query (``msisdn`` + those columns) computing them.
+
+    Every family's query has the same shape, so the build joins them in one loop.
+    """
+
+    name: str
+    features: list[Feature]
+    sql: Callable[[SnapshotContext, FeatureRules], str]
+
+    def __post_init__(self) -> None:
+        strays = [f.name for f in self.features if f.family != self.name]
+        if strays:
+            raise ValueError(f"family {self.name} holds features of another family: {strays}")
 
 
 def render_markdown(features: list[Feature], title: str = "Feature catalog") -> str:

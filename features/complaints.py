@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from features.catalog import Feature
+from features.catalog import Family, Feature
+from features.config import FeatureRules
 from features.context import SnapshotContext
 
 F = "complaints"
@@ -31,7 +32,7 @@ FEATURES = [
 ]  # fmt: skip
 
 
-def sql(ctx: SnapshotContext) -> str:
+def sql(ctx: SnapshotContext, rules: FeatureRules) -> str:
     nxt = f"TIMESTAMP '{ctx.next_start}'"
     cats = ",\n        ".join(
         f"count(*) FILTER (WHERE category = '{c}' AND age_days <= 180) AS complaints_{c}_180d"
@@ -64,3 +65,6 @@ def sql(ctx: SnapshotContext) -> str:
         {cats}
     FROM t GROUP BY msisdn
     """
+
+
+FAMILY = Family(F, FEATURES, sql)

@@ -10,6 +10,7 @@ import pandas as pd
 @dataclass(frozen=True)
 class SnapshotContext:
     month: str  # YYYY-MM
+    known_churn: str = "known_churn"  # table of churn already visible in billing by the end of T
 
     @property
     def period(self) -> pd.Period:

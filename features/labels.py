@@ -49,6 +49,6 @@ def label_sql(
             WHEN {hi} + CASE WHEN o.is_postpaid = 1 THEN 0 ELSE {inactivity_months - 1} END > {last_idx} THEN NULL
             WHEN c.churn_idx BETWEEN {lo} AND {hi} OR c.churn_idx <= {t_idx} THEN 1
             ELSE 0
-        END AS label_churn
+        END AS {LABEL.name}
     FROM {obs} o LEFT JOIN {churn} c USING (msisdn)
     """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from features.catalog import Feature
+from features.config import FeatureRules
 
 F = "segments"
 FEATURES = [
@@ -13,7 +14,7 @@ FEATURES = [
 ]  # fmt: skip
 
 
-def select_sql(rules) -> str:
+def select_sql(rules: FeatureRules) -> str:
     """Extra select-list items over a relation holding the billing, usage and tenure columns."""
     r = rules
     return f"""

@@ -6,7 +6,8 @@ only if that churn was already visible in billing by the end of T.
 
 from __future__ import annotations
 
-from features.catalog import Feature
+from features.catalog import Family, Feature
+from features.config import FeatureRules
 from features.context import SnapshotContext
 
 F = "social"
@@ -18,7 +19,7 @@ FEATURES = [
 ]  # fmt: skip
 
 
-def sql(ctx: SnapshotContext, known_churn: str) -> str:
+def sql(ctx: SnapshotContext, rules: FeatureRules) -> str:
     return f"""
     WITH ties AS (
         SELECT msisdn, other_number, count(*) AS w
@@ -32,6 +33,9 @@ def sql(ctx: SnapshotContext, known_churn: str) -> str:
         count(*) FILTER (WHERE {ctx.idx} - c.churn_idx BETWEEN 0 AND 2) AS churned_contacts_3m,
         coalesce(sum(w) FILTER (WHERE {ctx.idx} - c.churn_idx = 0), 0) / sum(w) AS churned_contact_share_1m,
         coalesce(sum(w) FILTER (WHERE {ctx.idx} - c.churn_idx BETWEEN 0 AND 2), 0) / sum(w) AS churned_contact_share_3m
-    FROM ties t LEFT JOIN {known_churn} c ON c.msisdn = t.other_number
+    FROM ties t LEFT JOIN {ctx.known_churn} c ON c.msisdn = t.other_number
     GROUP BY t.msisdn
     """
+
+
+FAMILY = Family(F, FEATURES, sql)

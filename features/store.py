@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 FILE = "features.parquet"
 CATALOG = "catalog.md"
+_SPILL = "_duckdb_tmp"
 _PREFIX = "snapshot="
 
 
@@ -31,6 +32,11 @@ def snapshot_path(root: Path, month: str) -> Path:
 
 def catalog_path(root: Path) -> Path:
     return Path(root) / CATALOG
+
+
+def spill_dir(root: Path) -> Path:
+    """DuckDB's spill folder when the caller names none: beside the snapshots, on the same disk."""
+    return Path(root) / _SPILL
 
 
 def months(root: Path) -> list[str]:

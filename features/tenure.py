@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from features.catalog import Feature
+from features.catalog import Family, Feature
+from features.config import FeatureRules
 from features.context import MONTH_IDX, SnapshotContext
 
 F = "tenure"
@@ -17,7 +18,7 @@ FEATURES = [
 ]  # fmt: skip
 
 
-def sql(ctx: SnapshotContext) -> str:
+def sql(ctx: SnapshotContext, rules: FeatureRules) -> str:
     return f"""
     WITH b AS (SELECT *, {ctx.idx} - {MONTH_IDX} AS ago FROM billing_t WHERE bill_month <= '{ctx.ym}')
     SELECT
@@ -33,3 +34,6 @@ def sql(ctx: SnapshotContext) -> str:
     FROM b WHERE ago BETWEEN 0 AND 3
     GROUP BY msisdn
     """
+
+
+FAMILY = Family(F, FEATURES, sql)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from features.catalog import Feature
+from features.catalog import Family, Feature
+from features.config import FeatureRules
 from features.context import MONTH_IDX, SnapshotContext
 
 F = "usage"
@@ -19,7 +20,7 @@ FEATURES = [
 ]  # fmt: skip
 
 
-def sql(ctx: SnapshotContext) -> str:
+def sql(ctx: SnapshotContext, rules: FeatureRules) -> str:
     def change(col: str) -> str:
         return (
             f"CASE WHEN count(*) FILTER (WHERE ago BETWEEN 1 AND 3) = 3 AND avg({col}) FILTER (WHERE ago BETWEEN 1 AND 3) > 0 "
@@ -42,3 +43,6 @@ def sql(ctx: SnapshotContext) -> str:
     FROM b WHERE ago BETWEEN 0 AND 5
     GROUP BY msisdn
     """
+
+
+FAMILY = Family(F, FEATURES, sql)

@@ -9,10 +9,7 @@ from __future__ import annotations
 import math
 import string
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # no backend forced: inline in notebooks, Agg when headless
 import numpy as np
 import pandas as pd
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # no backend forced: inline in notebooks, Agg when headless
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 

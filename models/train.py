@@ -19,12 +19,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
-from mlflow.tracking import MlflowClient
 
-from models import plots
+from models import plots, registry
+from models.config import Economics, ModelConfig
 from models.estimator import ChurnModel, OperatorRules, make_logistic
 from models.evaluate import evaluate
-from pipelines.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -141,22 +140,6 @@ def fingerprint_files(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def setup_mlflow(settings: Settings) -> str:
-    """Point MLflow at the configured store; create the experiment with its artifact folder."""
-    uri = settings.tracking_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    name = settings.model.experiment
-    exp = mlflow.get_experiment_by_name(name)
-    if exp is None:
-        art = settings.path("mlflow") / "artifacts"
-        art.mkdir(parents=True, exist_ok=True)
-        mlflow.create_experiment(name, artifact_location=art.as_uri())
-    mlflow.set_experiment(name)
-    return uri
-
-
 def _own_types(model) -> list[str]:
     """The classes our own freshly fitted model is made of: safe to trust when loading it back (skops)."""
     import skops.io
@@ -169,47 +152,50 @@ def _score(model, X: pd.DataFrame) -> np.ndarray:
 
 
 def _champion_metric(
-    client: MlflowClient, settings: Settings, X: pd.DataFrame, y: np.ndarray, clv, test_period: str
+    tracking_uri: str,
+    model: ModelConfig,
+    economics: Economics,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    clv,
+    test_period: str,
 ) -> tuple[str, float] | None:
     """The champion's score on the same test snapshot; -inf when it cannot be compared fairly."""
-    name = settings.model.name
-    try:
-        mv = client.get_model_version_by_alias(name, "champion")
-    except mlflow.exceptions.MlflowException:
+    champ = registry.find(tracking_uri, model.name)
+    if champ is None:
         return None
-    seen = client.get_run(mv.run_id).data.params if mv.run_id else {}
-    if test_period in seen.get("train_periods", "").split(",") + [seen.get("valid_period", "")]:
-        return mv.version, float(
-            "-inf"
-        )  # the champion learned from this month: its score would flatter it
-    champ = mlflow.sklearn.load_model(f"models:/{name}@champion")
-    if list(getattr(champ, "feature_names_in_", [])) != list(X.columns):
-        return mv.version, float(
-            "-inf"
-        )  # a champion on other features cannot be compared: replace it
-    m = evaluate(
-        y,
-        _score(champ, X),
-        economics=settings.economics,
-        clv=clv,
-    )
-    return mv.version, m[settings.model.promotion_metric]
+    seen = champ.params
+    learned_from = seen.get("train_periods", "").split(",") + [seen.get("valid_period", "")]
+    if test_period in learned_from:
+        return champ.version, float("-inf")  # its score on this month would flatter it
+    fitted = registry.load(champ)
+    if list(getattr(fitted, "feature_names_in_", [])) != list(X.columns):
+        return champ.version, float("-inf")  # on other features it cannot be compared: replace it
+    m = evaluate(y, _score(fitted, X), economics=economics, clv=clv)
+    return champ.version, m[model.promotion_metric]
 
 
 def train_and_register(
     frame: pd.DataFrame,
-    settings: Settings,
+    model_cfg: ModelConfig,
+    economics: Economics,
     *,
+    tracking_uri: str,
+    artifacts: Path,
+    config_fingerprint: str,
     feature_cols: list[str],
     label_col: str,
     time_col: str | None,
-    id_col: str | None,
     lineage: dict | None = None,
     catalog: Path | None = None,
     lgbm_overrides: dict | None = None,
 ) -> TrainResult:
-    mcfg = settings.model
-    split = time_split(frame, time_col, label_col, mcfg.min_label_coverage, mcfg.seed)
+    """Fit, evaluate on the out-of-time month, log and register; champion only if it is better.
+
+    ``artifacts`` is where a new experiment keeps its files; ``config_fingerprint`` names
+    the configuration in the run's lineage.
+    """
+    split = time_split(frame, time_col, label_col, model_cfg.min_label_coverage, model_cfg.seed)
     for part, d in (("train", split.train), ("validation", split.valid), ("test", split.test)):
         if d[label_col].nunique() < 2:
             raise TrainingDataError(
@@ -218,40 +204,35 @@ def train_and_register(
     Xtr, ytr = split.train[feature_cols], split.train[label_col].to_numpy()
     Xva, yva = split.valid[feature_cols], split.valid[label_col].to_numpy()
     Xte, yte = split.test[feature_cols], split.test[label_col].to_numpy()
-    clv = (
-        settings.economics.value(split.test["arpu_3m"]).to_numpy()
-        if "arpu_3m" in split.test
-        else None
-    )
+    clv = economics.value(split.test["arpu_3m"]).to_numpy() if "arpu_3m" in split.test else None
 
-    params = mcfg.lgbm.model_dump() | (lgbm_overrides or {})
+    params = model_cfg.lgbm.model_dump() | (lgbm_overrides or {})
     model = ChurnModel(
         params,
-        seed=mcfg.seed,
-        early_stopping_rounds=mcfg.early_stopping_rounds,
-        calibration=mcfg.calibration,
+        seed=model_cfg.seed,
+        early_stopping_rounds=model_cfg.early_stopping_rounds,
+        calibration=model_cfg.calibration,
     )
     model.fit(Xtr, ytr, Xva, yva)
     baselines_models = {
-        "logistic": make_logistic(mcfg.seed).fit(Xtr.astype(float).fillna(np.nan), ytr)
+        "logistic": make_logistic(model_cfg.seed).fit(Xtr.astype(float).fillna(np.nan), ytr)
     }
     if set(feature_cols) >= RULE_COLUMNS:
         baselines_models["rules"] = OperatorRules().fit(Xtr, ytr)
     scores = {"lightgbm": _score(model, Xte)}
     scores |= {n: _score(m, Xte.astype(float)) for n, m in baselines_models.items()}
-    kw = dict(economics=settings.economics, clv=clv)
+    kw = dict(economics=economics, clv=clv)
     metrics = evaluate(yte, scores["lightgbm"], **kw)
     valid_metrics = evaluate(yva, _score(model, Xva), **kw | {"clv": None})
     baselines = {n: evaluate(yte, s, **kw) for n, s in scores.items() if n != "lightgbm"}
 
-    setup_mlflow(settings)
-    client = MlflowClient()
+    client = registry.setup_tracking(tracking_uri, model_cfg.experiment, artifacts)
     lineage = (lineage or {}) | {
         "train_periods": split.train_periods,
         "valid_period": split.valid_period,
         "test_period": split.test_period,
         "rows": {"train": len(split.train), "valid": len(split.valid), "test": len(split.test)},
-        "config_fingerprint": settings.fingerprint(),
+        "config_fingerprint": config_fingerprint,
     }
     with mlflow.start_run(run_name=f"lightgbm-{split.test_period}") as run:
         mlflow.log_params(
@@ -289,41 +270,44 @@ def train_and_register(
             input_example=example,
             pip_requirements=PIP_REQUIREMENTS,
             pyfunc_predict_fn="predict_proba",
-            registered_model_name=mcfg.name,
+            registered_model_name=model_cfg.name,
             serialization_format="skops",
             skops_trusted_types=_own_types(model),
         )
         version = str(info.registered_model_version)
-        metric = mcfg.promotion_metric
-        current = _champion_metric(client, settings, Xte, yte, clv, split.test_period)
+        metric = model_cfg.promotion_metric
+        current = _champion_metric(
+            tracking_uri, model_cfg, economics, Xte, yte, clv, split.test_period
+        )
         if current is None:
-            alias, decision = "champion", f"first model: champion on {metric}={metrics[metric]:.4f}"
+            alias = registry.CHAMPION
+            decision = f"first model: champion on {metric}={metrics[metric]:.4f}"
         elif not np.isfinite(current[1]):
             alias, decision = (
-                "champion",
+                registry.CHAMPION,
                 f"champion v{current[0]} cannot be compared on {split.test_period} (trained on it or on other features)",
             )
         elif metrics[metric] > current[1]:
             alias, decision = (
-                "champion",
+                registry.CHAMPION,
                 f"beats champion v{current[0]} on {metric}: {metrics[metric]:.4f} > {current[1]:.4f}",
             )
         else:
             alias, decision = (
-                "challenger",
+                registry.CHALLENGER,
                 f"does not beat champion v{current[0]} on {metric}: {metrics[metric]:.4f} <= {current[1]:.4f}",
             )
-        client.set_registered_model_alias(mcfg.name, alias, version)
+        client.set_registered_model_alias(model_cfg.name, alias, version)
         mlflow.set_tags(
             {"promotion": alias, "promotion_decision": decision, "model_version": version}
         )
-        mlflow.log_metric("promoted", 1.0 if alias == "champion" else 0.0)
+        mlflow.log_metric("promoted", 1.0 if alias == registry.CHAMPION else 0.0)
         if current is not None and np.isfinite(current[1]):
             mlflow.log_metric(f"champion_test_{metric}", current[1])
     res = TrainResult(
         run_id=run.info.run_id,
         model_uri=info.model_uri,
-        registered_name=mcfg.name,
+        registered_name=model_cfg.name,
         version=version,
         alias=alias,
         decision=decision,

@@ -104,8 +104,17 @@ def main(
 
 
 @app.command("config")
-def show_config() -> None:
+def show_config(
+    reference: Annotated[
+        bool, typer.Option("--reference", help="Every key with type, default, meaning (Markdown).")
+    ] = False,
+) -> None:
     """Print the effective configuration (defaults + --config + environment) as JSON."""
+    if reference:
+        from pipelines.config import settings_reference
+
+        typer.echo(settings_reference(), nl=False)
+        return
     typer.echo(json.dumps(settings().model_dump(mode="json"), indent=2, ensure_ascii=False))
 
 
@@ -154,7 +163,8 @@ def ingest(
     no_prefect: NoPrefectOption = False,
 ) -> None:
     """Validate the landing folder into the Parquet lake (quarantine, reconciliation report)."""
-    from pipelines.ingest.run import IngestFailed, check_landing
+    from pipelines.ingest.report import IngestFailed
+    from pipelines.ingest.run import check_landing
 
     s = settings()
     check_landing(s.path("landing"))  # before the lock or Prefect create anything under data_dir
@@ -296,6 +306,14 @@ def demo(
             ]
         )
     )
+
+
+@app.command("prefect-yaml")
+def prefect_yaml(
+    pool: Annotated[str, typer.Option(help="Work pool the deployments run on.")] = "churn-pool",
+) -> None:
+    """Print prefect.yaml (for `prefect deploy --all` with workers) from the one list of deployments."""
+    typer.echo(_flows(settings()).prefect_yaml(settings(), pool), nl=False)
 
 
 @app.command("rotate-key")

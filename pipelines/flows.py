@@ -17,15 +17,25 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from features import store
 from pipelines import steps
 from pipelines.config import Settings, load_config
-from pipelines.ingest.run import IngestFailed
+from pipelines.ingest.report import IngestFailed
 from pipelines.lake.errors import ChurnError
 from pipelines.steps import settings_lock
 
-_DEFAULT_RETRIES = load_config().orchestration
-
 
 def _settings(settings: Settings | None) -> Settings:
+    """The settings a run was given; a deployment started without them loads the defaults then."""
     return settings if settings is not None else load_config()
+
+
+def _configured(t, s: Settings, **extra):
+    """The task with the retry policy (and anything else) of *these* settings, not import-time ones."""
+    o = s.orchestration
+    return t.with_options(
+        retries=o.task_retries,
+        retry_delay_seconds=o.retry_delay_seconds,
+        retry_condition_fn=_retry_transient,
+        **extra,
+    )
 
 
 def _features_cache_key(context, parameters) -> str:
@@ -72,14 +82,7 @@ def _retry_transient(task, task_run, state) -> bool:
     return isinstance(exc, BaseException) and is_transient(exc)
 
 
-RETRY = dict(
-    retries=_DEFAULT_RETRIES.task_retries,
-    retry_delay_seconds=_DEFAULT_RETRIES.retry_delay_seconds,
-    retry_condition_fn=_retry_transient,
-)
-
-
-@task(name="ingest-landing", **RETRY)
+@task(name="ingest-landing")
 def ingest_task(settings: Settings) -> dict:
     steps.fault_drill(settings, "ingest")
     try:
@@ -99,13 +102,7 @@ def ingest_task(settings: Settings) -> dict:
     return t
 
 
-@task(
-    name="build-features",
-    cache_key_fn=_features_cache_key,
-    persist_result=True,
-    cache_expiration=timedelta(days=40),
-    **RETRY,
-)
+@task(name="build-features", cache_key_fn=_features_cache_key, persist_result=True)
 def features_task(settings: Settings, months: list[str] | None = None) -> dict:
     steps.fault_drill(settings, "features")
     rep = steps.build_features(settings, months)
@@ -126,7 +123,7 @@ def features_task(settings: Settings, months: list[str] | None = None) -> dict:
     return rep.summary()
 
 
-@task(name="train-model", **RETRY)
+@task(name="train-model")
 def train_task(settings: Settings) -> dict:
     steps.fault_drill(settings, "train")
     res = steps.train(settings)
@@ -149,7 +146,7 @@ def train_task(settings: Settings) -> dict:
             "roc_auc": res.metrics["roc_auc"], "decision": res.decision}  # fmt: skip
 
 
-@task(name="score-snapshot", **RETRY)
+@task(name="score-snapshot")
 def score_task(settings: Settings, month: str | None = None) -> dict:
     steps.fault_drill(settings, "score")
     r = steps.score(settings, month)
@@ -161,7 +158,7 @@ def score_task(settings: Settings, month: str | None = None) -> dict:
     }
 
 
-@task(name="publish-lists", **RETRY)
+@task(name="publish-lists")
 def publish_task(settings: Settings, month: str | None = None) -> dict:
     steps.fault_drill(settings, "publish")
     m = steps.publish(settings, month)
@@ -182,31 +179,37 @@ def publish_task(settings: Settings, month: str | None = None) -> dict:
 @flow(name="ingest")
 def ingest_flow(settings: Settings | None = None) -> dict:
     """Validate new deliveries in the landing folder into the Parquet lake."""
-    return ingest_task(_settings(settings))
+    s = _settings(settings)
+    return _configured(ingest_task, s)(s)
 
 
 @flow(name="build-features")
 def build_features_flow(settings: Settings | None = None, months: list[str] | None = None) -> dict:
     """Point-in-time feature snapshots and labels from the lake."""
-    return features_task(_settings(settings), months)
+    s = _settings(settings)
+    days = timedelta(days=s.orchestration.cache_days)
+    return _configured(features_task, s, cache_expiration=days)(s, months)
 
 
 @flow(name="train")
 def train_flow(settings: Settings | None = None) -> dict:
     """Train, evaluate out of time, register; promote only a better model."""
-    return train_task(_settings(settings))
+    s = _settings(settings)
+    return _configured(train_task, s)(s)
 
 
 @flow(name="score")
 def score_flow(settings: Settings | None = None, month: str | None = None) -> dict:
     """Score a snapshot with the champion and explain it."""
-    return score_task(_settings(settings), month)
+    s = _settings(settings)
+    return _configured(score_task, s)(s, month)
 
 
 @flow(name="publish")
 def publish_flow(settings: Settings | None = None, month: str | None = None) -> dict:
     """Ranked retention lists, per channel, with manifest, diff and report."""
-    return publish_task(_settings(settings), month)
+    s = _settings(settings)
+    return _configured(publish_task, s)(s, month)
 
 
 @flow(name="monthly-refresh")
@@ -230,22 +233,75 @@ def monthly_refresh(
     return out
 
 
+MONTHLY = "monthly-refresh"
+DESCRIPTION = "ingest -> features -> train when due -> score -> publish"
+
+
+def _on_demand() -> tuple:
+    return (ingest_flow, build_features_flow, train_flow, score_flow, publish_flow)
+
+
 def deployments(settings: Settings, *, paused: bool = False) -> list:
-    """The monthly refresh on its cron schedule and every step on demand, with this config baked in."""
+    """The monthly refresh on its cron schedule and every step on demand, with this config baked in.
+
+    The one list of deployments: ``churn serve`` serves these, and ``prefect.yaml`` (for
+    work pools) is generated from the same list by :func:`prefect_yaml`.
+    """
     from prefect.schedules import Cron
 
     o = settings.orchestration
     params = {"settings": settings.model_dump(mode="json")}
     monthly = monthly_refresh.to_deployment(
-        name="monthly-refresh",
+        name=MONTHLY,
         schedule=Cron(o.monthly_cron, timezone=o.timezone),
         parameters=params,
         paused=paused,
-        description="ingest -> features -> train when due -> score -> publish",
+        description=DESCRIPTION,
         tags=["churn", "scheduled"],
     )
     on_demand = [
         f.to_deployment(name=f.name, parameters=params, tags=["churn", "on-demand"])
-        for f in (ingest_flow, build_features_flow, train_flow, score_flow, publish_flow)
+        for f in _on_demand()
     ]
     return [monthly, *on_demand]
+
+
+def prefect_yaml(settings: Settings, pool: str = "churn-pool") -> str:
+    """``prefect.yaml`` for ``prefect deploy --all`` with workers, from the same list as serve."""
+    import yaml
+
+    o = settings.orchestration
+
+    def entry(f, **more) -> dict:
+        return {"name": f.name, "entrypoint": f"pipelines/flows.py:{f.fn.__name__}", **more,
+                "work_pool": {"name": pool}}  # fmt: skip
+
+    spec = {
+        "name": "churn-early-warning",
+        "prefect-version": __import__("prefect").__version__,
+        "pull": [
+            {
+                "prefect.deployments.steps.set_working_directory": {
+                    "directory": "{{ $CHURN_PROJECT_DIR }}"
+                }
+            }
+        ],  # fmt: skip
+        "deployments": [
+            entry(
+                monthly_refresh,
+                description=DESCRIPTION,
+                tags=["churn", "scheduled"],
+                schedules=[{"cron": o.monthly_cron, "timezone": o.timezone}],
+            ),  # fmt: skip
+            *(entry(f, tags=["churn", "on-demand"]) for f in _on_demand()),
+        ],
+    }
+    head = (
+        "# Generated by `churn prefect-yaml` from pipelines/flows.py (the one list of deployments);\n"
+        "# edit the settings (orchestration.monthly_cron, .timezone) and regenerate, not this file.\n"
+        "# `prefect deploy --all` registers them; a process worker runs them:\n"
+        "#   prefect work-pool create churn-pool --type process\n"
+        "#   CHURN_PROJECT_DIR=$PWD prefect worker start --pool churn-pool\n"
+        "# On one machine without workers, `churn serve` serves the same deployments.\n"
+    )
+    return head + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, width=100)

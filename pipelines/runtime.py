@@ -24,6 +24,9 @@ def prepare_environment(settings: Settings) -> None:
     """Set (without overriding what the user exported) the environment Prefect and MLflow read."""
     for k, v in OFFLINE.items():
         os.environ.setdefault(k, v)
+    # charts are drawn in worker threads and saved to files: never a GUI backend here
+    # (libraries force none, so a notebook kernel keeps its inline charts)
+    os.environ.setdefault("MPLBACKEND", "Agg")
     home = settings.path("prefect_home")
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(home))

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from pipelines.config import Settings
-from pipelines.ingest.run import IngestReport, ingest_landing
+from pipelines.ingest.report import IngestReport
+from pipelines.ingest.run import ingest_landing
 from pipelines.lake.lock import data_lock
 from pipelines.lake.numbers import mask_text
 from pipelines.privacy import protect
@@ -85,8 +86,6 @@ def ingest(settings: Settings, *, raise_on_failure: bool = True) -> IngestReport
         sources=settings.sources,
         numbering=settings.numbering,
         cfg=settings.ingest,
-        memory_limit=settings.ingest.duckdb_memory_limit,
-        threads=settings.ingest.duckdb_threads,
         raise_on_failure=raise_on_failure,
     )
 
@@ -121,11 +120,14 @@ def train(settings: Settings, lgbm_overrides: dict | None = None):
     }
     return train_and_register(
         frame.drop(columns=["msisdn"]),
-        settings,
+        settings.model,
+        settings.economics,
+        tracking_uri=settings.tracking_uri(),
+        artifacts=settings.path("mlflow") / "artifacts",
+        config_fingerprint=settings.fingerprint(),
         feature_cols=model_features(),
         label_col="label_churn",
         time_col="snapshot_month",
-        id_col=None,
         lineage=lineage,
         catalog=store.catalog_path(feats_dir),
         lgbm_overrides=lgbm_overrides,
@@ -149,20 +151,30 @@ def train_table(
     feats = [c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])]
     return train_and_register(
         frame.drop(columns=[id_col]),
-        settings,
+        settings.model,
+        settings.economics,
+        tracking_uri=settings.tracking_uri(),
+        artifacts=settings.path("mlflow") / "artifacts",
+        config_fingerprint=settings.fingerprint(),
         feature_cols=feats,
         label_col=label_col,
         time_col=time_col,
-        id_col=None,
         lineage={"table": str(table), "table_fingerprint": fingerprint_files([table])},
     )
 
 
 @writes_data("score")
 def score(settings: Settings, month: str | None = None):
-    from pipelines.publish.run import score as run
+    from models.score import score as run
 
-    return run(settings, month)
+    return run(
+        settings.path("features"),
+        settings.path("scores"),
+        settings.model,
+        settings.reasons,
+        tracking_uri=settings.tracking_uri(),
+        month=month,
+    )
 
 
 @writes_data("publish")
@@ -191,26 +203,6 @@ def fault_drill(settings: Settings, step: str) -> None:
 
 def retrain_due(settings: Settings) -> tuple[bool, str]:
     """Retrain when there is no champion, or its test month is retrain_every_months behind the data."""
-    import mlflow
-    import pandas as pd
-    from mlflow.tracking import MlflowClient
+    from models import registry
 
-    from features import store
-    from models.train import setup_mlflow
-
-    setup_mlflow(settings)
-    client = MlflowClient()
-    try:
-        mv = client.get_model_version_by_alias(settings.model.name, "champion")
-    except mlflow.exceptions.MlflowException:
-        return True, "no champion yet"
-    tested = client.get_run(mv.run_id).data.params.get("test_period", "")
-    covered = store.labelled_months(settings.path("features"), settings.model.min_label_coverage)
-    if not covered or not tested:
-        return False, "no newer labelled month"
-    gap = (pd.Period(covered[-1], freq="M") - pd.Period(tested, freq="M")).n
-    due = gap >= settings.model.retrain_every_months
-    return (
-        due,
-        f"champion v{mv.version} tested on {tested}; latest labelled month {covered[-1]} ({gap} months later)",
-    )
+    return registry.retrain_due(settings.tracking_uri(), settings.model, settings.path("features"))

@@ -1,4 +1,4 @@
-"""Shared fixtures: small generated worlds, made once per session."""
+"""Shared fixtures: small generated worlds, made once per session; each test's level from its folder."""
 
 from __future__ import annotations
 
@@ -7,17 +7,24 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "true")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-from pipelines.config import Settings, load_config
+from pipelines.config import Settings
+from pipelines.runtime import OFFLINE
 from pipelines.synth.deliver import generate
+from tests.worlds import make_settings, run_ingest
+
+LEVELS = ("unit", "data", "model", "e2e")
+
+for _k, _v in OFFLINE.items():  # before any test imports Prefect or MLflow
+    os.environ.setdefault(_k, _v)
 
 
-def make_settings(root: Path, **synth) -> Settings:
-    over = {"paths": {"data_dir": str(root)}, "synth": synth}
-    return load_config(overrides=over, environ={})
+def pytest_collection_modifyitems(items) -> None:
+    """Mark every test with its level (the folder it lives in), so `-m unit` selects the units."""
+    for item in items:
+        level = next((p for p in Path(str(item.fspath)).parts if p in LEVELS), None)
+        if level is None:
+            raise pytest.UsageError(f"{item.nodeid}: a test lives in one of tests/{LEVELS}")
+        item.add_marker(getattr(pytest.mark, level))
 
 
 @pytest.fixture(scope="session")
@@ -36,21 +43,6 @@ def tiny_landing(tmp_path_factory) -> Path:
     s = make_settings(root, subscribers=300, months=6, seed=3)
     generate(s, s.path("landing"), s.path("truth"), show_progress=False)
     return s.path("landing")
-
-
-def run_ingest(s: Settings, landing: Path | None = None, **kw):
-    from pipelines.ingest.run import ingest_landing
-
-    return ingest_landing(
-        landing or s.path("landing"),
-        lake=s.path("lake"),
-        quarantine=s.path("quarantine"),
-        reports=s.path("reports") / "ingest",
-        sources=s.sources,
-        numbering=s.numbering,
-        cfg=s.ingest,
-        **kw,
-    )
 
 
 @pytest.fixture(scope="session")

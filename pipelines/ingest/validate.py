@@ -15,11 +15,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.ingest.reader import UNDECODABLE
+from pipelines.ingest.encoding import UNDECODABLE
 from pipelines.lake.contract import (
     QUARANTINE_SCHEMA,
     REASONS,
     Column,
+    RowRule,
     SourceContract,
     lake_schema,
 )
@@ -179,6 +180,29 @@ def _month_label(
     return pc.if_else(pc.is_valid(typed[contract.partition_by]), text, pa.scalar(None, pa.string()))
 
 
+def _breaks(
+    rule: RowRule, contract: SourceContract, typed: dict[str, pa.Array], period_end: dt.datetime
+) -> pa.Array:
+    """Rows that break one row rule of the contract (null where an operand is empty)."""
+    left = typed[rule.column]
+    if rule.test == "after_period_end":
+        if contract.column(rule.column).kind == "month":  # YYYYMM text against the file's month
+            return pc.greater(left, period_end.strftime("%Y%m"))
+        return pc.greater(left, pa.scalar(period_end, pa.timestamp("s")))
+    if rule.test == "after":
+        return pc.greater(left, typed[rule.others[0]])
+    if rule.test == "before":
+        return pc.less(left, typed[rule.others[0]])
+    if rule.test == "month_after":
+        month = pc.strftime(left.cast(pa.timestamp("s")), format="%Y%m")
+        return pc.greater(month, typed[rule.others[0]])
+    if rule.test == "sum_differs":
+        parts = reduce(pc.add, [typed[c] for c in rule.others])
+        parts = reduce(pc.subtract, [typed[c] for c in rule.minus], parts)
+        return pc.greater(pc.abs(pc.subtract(left, parts)), rule.tolerance)
+    raise ValueError(f"unknown row test {rule.test!r} in the {contract.name} contract")
+
+
 def validate_batch(
     batch: pa.Table,
     contract: SourceContract,
@@ -194,7 +218,7 @@ def validate_batch(
     """Split a batch of string columns into (typed accepted rows, quarantine rows).
 
     ``undecodable`` marks rows whose line held bytes not valid in the file's encoding
-    (see :func:`pipelines.ingest.reader.transcode`): they are quarantined as
+    (see :func:`pipelines.ingest.encoding.transcode`): they are quarantined as
     ``bad_encoding`` whatever else they hold.
     """
     n = batch.num_rows
@@ -208,42 +232,8 @@ def validate_batch(
         raws[col.name] = batch[col.name].combine_chunks() if present else pa.nulls(n, pa.string())
         typed[col.name] = _typed(col, raws[col.name], r, plan)
 
-    end_ts = pa.scalar(period_end, pa.timestamp("s"))
-    if contract.name == "billing":
-        bm = typed["bill_month"]
-        file_month = period_end.strftime("%Y%m")
-        r.flag(_filled(pc.greater(bm, file_month)), "future_date", "bill_month")
-        act_month = pc.strftime(typed["activation_date"].cast(pa.timestamp("s")), format="%Y%m")
-        r.flag(_filled(pc.greater(act_month, bm)), "activation_after_bill_month", "activation_date")
-        total = typed["total_charge"]
-        parts = pc.subtract(
-            pc.add(
-                pc.add(pc.add(typed["voice_charge"], typed["data_charge"]), typed["sms_charge"]),
-                typed["vas_charge"],
-            ),
-            typed["discount"],
-        )
-        r.flag(
-            _filled(pc.greater(pc.abs(pc.subtract(total, parts)), 0.011)),
-            "bill_arithmetic",
-            "total_charge",
-        )
-    elif contract.name == "cdr":
-        r.flag(_filled(pc.greater(typed["start_time"], end_ts)), "future_date", "start_time")
-    elif contract.name == "complaints":
-        # opened_at <= updated_at <= period end; closed_at (may be empty) within both ends
-        r.flag(_filled(pc.greater(typed["updated_at"], end_ts)), "future_date", "updated_at")
-        r.flag(
-            _filled(pc.greater(typed["opened_at"], typed["updated_at"])),
-            "opened_after_update",
-            "opened_at",
-        )
-        r.flag(_filled(pc.greater(typed["closed_at"], end_ts)), "future_date", "closed_at")
-        r.flag(
-            _filled(pc.less(typed["closed_at"], typed["opened_at"])),
-            "closed_before_opened",
-            "closed_at",
-        )
+    for rule in contract.row_rules:
+        r.flag(_filled(_breaks(rule, contract, typed, period_end)), rule.reason, rule.column)
 
     ok = pa.array(r.ok)
     schema = lake_schema(contract.name)

@@ -7,6 +7,7 @@ lake refuses to mix versions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pyarrow as pa
 
@@ -39,6 +40,29 @@ class Column:
         return self.distinct or self.kind == "msisdn" or (self.key and self.kind == "str")
 
 
+RowTest = Literal["after_period_end", "after", "before", "month_after", "sum_differs"]
+
+
+@dataclass(frozen=True)
+class RowRule:
+    """A check across one row's columns, run after the column checks, in the order listed.
+
+    ``column`` is the left-hand side and the column the quarantine names. ``test``:
+    ``after_period_end``, later than the end of the file's period (a month column against
+    the file's month); ``after`` / ``before``, than ``others[0]``; ``month_after``, the
+    month of a date after the month column ``others[0]``; ``sum_differs``, further than
+    ``tolerance`` from the sum of ``others`` less ``minus``. A row with an operand empty
+    passes: empty values are the column checks' business.
+    """
+
+    reason: str
+    column: str
+    test: RowTest
+    others: tuple[str, ...] = ()
+    minus: tuple[str, ...] = ()
+    tolerance: float = 0.0
+
+
 @dataclass(frozen=True)
 class SourceContract:
     name: str
@@ -47,6 +71,7 @@ class SourceContract:
     dedup_key: tuple[str, ...]
     dedup_across_files: bool  # anti-join against what other files already put in the lake
     latest_wins_key: tuple[str, ...] = field(default=())  # resolved at read time by delivery time
+    row_rules: tuple[RowRule, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -54,6 +79,18 @@ class SourceContract:
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
+
+    def enum(self, column: str, *names: str) -> tuple[str, ...]:
+        """An enum column's values; with ``names``, those, each checked to be one of them.
+
+        Writers of extracts (the synthetic operator) name values through this, so a value
+        the contract does not list fails where it is written, not later in a quarantine.
+        """
+        allowed = self.column(column).values
+        unknown = [v for v in names if v not in allowed]
+        if unknown:
+            raise ValueError(f"{self.name}.{column} has no value {unknown}: it lists {allowed}")
+        return names or allowed
 
 
 def _money(name: str, nonneg: bool = True) -> Column:
@@ -95,6 +132,18 @@ BILLING = SourceContract(
     dedup_key=("msisdn", "bill_month"),
     dedup_across_files=False,
     latest_wins_key=("msisdn", "bill_month"),
+    row_rules=(
+        RowRule("future_date", "bill_month", "after_period_end"),
+        RowRule("activation_after_bill_month", "activation_date", "month_after", ("bill_month",)),
+        RowRule(
+            "bill_arithmetic",
+            "total_charge",
+            "sum_differs",
+            ("voice_charge", "data_charge", "sms_charge", "vas_charge"),
+            minus=("discount",),
+            tolerance=0.011,
+        ),
+    ),
 )
 
 CDR = SourceContract(
@@ -115,6 +164,7 @@ CDR = SourceContract(
     partition_by="start_time",
     dedup_key=("record_id",),
     dedup_across_files=True,
+    row_rules=(RowRule("future_date", "start_time", "after_period_end"),),
 )
 
 COMPLAINTS = SourceContract(
@@ -139,6 +189,13 @@ COMPLAINTS = SourceContract(
     partition_by="updated_at",
     dedup_key=("ticket_id", "updated_at"),
     dedup_across_files=True,
+    # opened_at <= updated_at <= period end; closed_at (may be empty) within both ends
+    row_rules=(
+        RowRule("future_date", "updated_at", "after_period_end"),
+        RowRule("opened_after_update", "opened_at", "after", ("updated_at",)),
+        RowRule("future_date", "closed_at", "after_period_end"),
+        RowRule("closed_before_opened", "closed_at", "before", ("opened_at",)),
+    ),
 )
 
 CONTRACTS: dict[str, SourceContract] = {c.name: c for c in (BILLING, CDR, COMPLAINTS)}

@@ -1,8 +1,8 @@
 """Write the simulated operator as the extracts an operator delivers (EXTRACTS.md).
 
-Dirt is injected on purpose and logged row by row in ``truth/dirt.parquet`` so the
-ingest tests can check that each kind lands in quarantine with the right reason.
-Output is byte-identical for a seed.
+Column names and their kinds come from the contract (:mod:`pipelines.lake.contract`);
+the dirt (:mod:`pipelines.synth.dirt`) is logged row by row in the truth. Output is
+byte-identical for a seed.
 """
 
 from __future__ import annotations
@@ -26,71 +26,12 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from pipelines.config import Settings
+from pipelines.lake.contract import BILLING, CDR, COMPLAINTS
+from pipelines.synth.config import DirtConfig
+from pipelines.synth.dirt import DUPLICATE_COLUMNS, LOG_COLUMNS, Dirt, truncate_last_record
 from pipelines.synth.world import World
 
 log = logging.getLogger(__name__)
-
-BILLING_COLUMNS = [
-    "msisdn", "bill_month", "activation_date", "payment_type", "plan_id", "plan_fee",
-    "total_charge", "voice_charge", "data_charge", "sms_charge", "vas_charge",
-    "voice_overage_charge", "data_overage_charge", "discount", "paid_amount", "balance",
-    "arrears", "voice_minutes", "data_mb", "sms_count", "points_balance", "points_redeemed",
-    "family_bundle", "group_bundle", "contract_end_date", "network_generation", "status",
-]  # fmt: skip
-CDR_COLUMNS = [
-    "record_id", "msisdn", "other_number", "direction", "event_type", "start_time",
-    "duration_s", "call_result", "cell_id", "roaming", "other_operator",
-]  # fmt: skip
-COMPLAINT_COLUMNS = [
-    "ticket_id", "msisdn", "opened_at", "updated_at", "closed_at", "category", "channel",
-    "severity", "status", "satisfaction", "description",
-]  # fmt: skip
-MONEY = [
-    "plan_fee", "total_charge", "voice_charge", "data_charge", "sms_charge", "vas_charge",
-    "voice_overage_charge", "data_overage_charge", "discount", "paid_amount", "balance", "arrears",
-]  # fmt: skip
-
-# (source, dirt kind) -> (column to spoil, spoiled values, reason ingest must give)
-DIRT_RULES: dict[tuple[str, str], tuple[str, list[str], str]] = {
-    ("billing", "bad_date"): (
-        "activation_date",
-        ["2019-02-30", "15/03/2020", "2020-13-01"],
-        "unparseable_date",
-    ),
-    ("billing", "negative_duration"): ("voice_minutes", ["-12", "-3"], "negative_value"),
-    ("billing", "unknown_enum"): ("payment_type", ["hybrid", "PREPAY?"], "unknown_enum"),
-    ("billing", "missing_key"): ("msisdn", [""], "missing_key"),
-    ("billing", "malformed_number"): (
-        "msisdn",
-        ["1381234", "12345678901", "138abc45678"],
-        "malformed_msisdn",
-    ),
-    ("billing", "bad_number_type"): (
-        "total_charge",
-        ["N/A", "12.3.4", "¥88"],
-        "unparseable_number",
-    ),
-    ("cdr", "bad_date"): (
-        "start_time",
-        ["2025-13-01 10:00:00", "yesterday", "2025-02-30 25:61:00"],
-        "unparseable_date",
-    ),
-    ("cdr", "negative_duration"): ("duration_s", ["-30", "-1", "-600"], "negative_value"),
-    ("cdr", "unknown_enum"): ("call_result", ["busy", "UNKNOWN"], "unknown_enum"),
-    ("cdr", "missing_key"): ("record_id", [""], "missing_key"),
-    ("cdr", "malformed_number"): (
-        "msisdn",
-        ["1385", "99912345678", "13x12345678"],
-        "malformed_msisdn",
-    ),
-    ("cdr", "bad_number_type"): ("duration_s", ["12s", "1.5e", "abc"], "unparseable_number"),
-    ("complaints", "bad_date"): ("opened_at", ["2025-02-30 10:00:00", "n/a"], "unparseable_date"),
-    ("complaints", "negative_duration"): ("satisfaction", ["-1", "-5"], "negative_value"),
-    ("complaints", "unknown_enum"): ("category", ["weather", "misc"], "unknown_enum"),
-    ("complaints", "missing_key"): ("ticket_id", [""], "missing_key"),
-    ("complaints", "malformed_number"): ("msisdn", ["110", "13912"], "malformed_msisdn"),
-    ("complaints", "bad_number_type"): ("satisfaction", ["good", "4.x"], "unparseable_number"),
-}
 
 
 @dataclass
@@ -118,113 +59,43 @@ def _fmt_ts(x) -> np.ndarray:
 
 
 def billing_strings(df: pd.DataFrame) -> pd.DataFrame:
+    """The billing text as BOSS writes it: money with two decimals, data with one."""
     out = {}
-    for c in BILLING_COLUMNS:
-        v = df[c]
-        if c in MONEY:
-            out[c] = _fmt_money(v.to_numpy())
-        elif c in ("activation_date", "contract_end_date"):
-            out[c] = _fmt_date(v.to_numpy())
-        elif c == "data_mb":
-            out[c] = np.char.mod("%.1f", v.to_numpy(float))
+    for col in BILLING.columns:
+        v = df[col.name]
+        if col.kind == "money":
+            out[col.name] = _fmt_money(v.to_numpy())
+        elif col.kind == "date":
+            out[col.name] = _fmt_date(v.to_numpy())
+        elif col.kind == "number":
+            out[col.name] = np.char.mod("%.1f", v.to_numpy(float))
         else:
-            out[c] = v.astype(str).to_numpy(dtype=object)
+            out[col.name] = v.astype(str).to_numpy(dtype=object)
     return pd.DataFrame(out)
 
 
 def cdr_strings(t: pa.Table) -> pa.Table:
     cols = {}
-    for c in CDR_COLUMNS:
-        a = t[c]
-        if c == "start_time":
+    for col in CDR.columns:
+        a = t[col.name]
+        if col.kind == "timestamp":
             a = pc.strftime(a, format="%Y-%m-%d %H:%M:%S")
-        cols[c] = a.cast(pa.string())
+        cols[col.name] = a.cast(pa.string())
     return pa.table(cols)
 
 
 def complaint_strings(df: pd.DataFrame) -> pd.DataFrame:
+    """The complaint text; an unrated ticket's satisfaction is empty."""
     out = {}
-    for c in COMPLAINT_COLUMNS:
-        v = df[c]
-        if c in ("opened_at", "updated_at", "closed_at"):
-            out[c] = _fmt_ts(v.to_numpy())
-        elif c == "satisfaction":
-            out[c] = np.where(v.isna(), "", v.fillna(0).astype(int).astype(str))
+    for col in COMPLAINTS.columns:
+        v = df[col.name]
+        if col.kind == "timestamp":
+            out[col.name] = _fmt_ts(v.to_numpy())
+        elif col.kind == "int":
+            out[col.name] = np.where(v.isna(), "", v.fillna(0).astype(int).astype(str))
         else:
-            out[c] = v.astype(str).to_numpy(dtype=object)
-    return pd.DataFrame(out, columns=COMPLAINT_COLUMNS)
-
-
-def _variant_numbers(rng: np.random.Generator, nums: np.ndarray) -> np.ndarray:
-    """The same mobile numbers as operators' systems really write them."""
-    style = rng.integers(0, 5, nums.size)
-    out = nums.astype(object).copy()
-    for i, (n, s) in enumerate(zip(nums, style, strict=True)):
-        n = str(n)
-        out[i] = [
-            "+86" + n,
-            "0086" + n,
-            f"86-{n[:3]}-{n[3:7]}-{n[7:]}",
-            f"{n[:3]} {n[3:7]} {n[7:]}",
-            f"+86 {n[:3]} {n[3:7]} {n[7:]}",
-        ][s]
-    return out
-
-
-class _Dirt:
-    """Spoils a share of a file's rows and remembers exactly which and how."""
-
-    def __init__(self, settings: Settings, rng: np.random.Generator):
-        self.cfg = settings.synth.dirt
-        self.rng = rng
-        self.log: list[dict] = []
-
-    def apply(self, source: str, file: str, cols: dict[str, np.ndarray]) -> set[int]:
-        n = len(next(iter(cols.values())))
-        kinds = list(self.cfg.kinds)
-        per_kind = self.cfg.rate / max(len(kinds), 1)
-        counts = self.rng.binomial(n, per_kind, len(kinds)) if kinds else []
-        total = int(np.sum(counts)) if kinds else 0
-        total = min(total, n)
-        chosen = self.rng.choice(n, total, replace=False) if total else np.array([], dtype=np.int64)
-        dirty: set[int] = set()
-        start = 0
-        for kind, k in zip(kinds, counts, strict=False):
-            rows = np.sort(chosen[start : start + k])
-            start += k
-            col, values, reason = DIRT_RULES[(source, kind)]
-            spoiled = self.rng.choice(np.array(values, dtype=object), rows.size)
-            cols[col][rows] = spoiled
-            for r in rows.tolist():
-                self.log.append(
-                    {
-                        "source": source,
-                        "file": file,
-                        "row_number": r + 1,
-                        "kind": kind,
-                        "expected_reason": reason,
-                    }
-                )
-            dirty.update(rows.tolist())
-        # valid but unusual number formats on clean rows
-        clean = np.setdiff1d(np.arange(n), chosen)
-        k = self.rng.binomial(clean.size, self.cfg.msisdn_format_rate) if clean.size else 0
-        rows = (
-            np.sort(self.rng.choice(clean, k, replace=False)) if k else np.array([], dtype=np.int64)
-        )
-        if rows.size:
-            cols["msisdn"][rows] = _variant_numbers(self.rng, cols["msisdn"][rows])
-            for r in rows.tolist():
-                self.log.append(
-                    {
-                        "source": source,
-                        "file": file,
-                        "row_number": r + 1,
-                        "kind": "msisdn_format",
-                        "expected_reason": None,
-                    }
-                )
-        return dirty
+            out[col.name] = v.astype(str).to_numpy(dtype=object)
+    return pd.DataFrame(out, columns=COMPLAINTS.names)
 
 
 def _write_atomic(data: bytes, path: Path, gz: bool) -> None:
@@ -267,8 +138,7 @@ def generate(
             shutil.rmtree(d)
         d.mkdir(parents=True)
     (truth / "hazard").mkdir()
-    rng = np.random.default_rng(cfg.seed + 7919)  # dirt has its own stream: world stays the same
-    dirt = _Dirt(settings, rng)
+    dirt = Dirt(dcfg, np.random.default_rng(cfg.seed + 7919))  # its own stream: same world
     world = World(cfg, settings.numbering, settings.churn.prepaid_inactivity_months)
     summary = SynthSummary(
         landing=landing, truth=truth, rows={"billing": 0, "cdr": 0, "complaints": 0}
@@ -279,7 +149,6 @@ def generate(
         reverse_alias.setdefault(en, zh)
     prev_cdr: pa.Table | None = None
     prev_cdr_clean: np.ndarray | None = None
-    dup_log: list[dict] = []
     n_months = cfg.months
     billing_files: list[Path] = []
     cdr_files: list[Path] = []
@@ -297,32 +166,17 @@ def generate(
         summary.rows["billing"] += len(bs)
         # cdr
         ct = cdr_strings(out.cdr)
-        cols = {c: ct[c].to_numpy(zero_copy_only=False).astype(object) for c in CDR_COLUMNS}
+        cols = {c: ct[c].to_numpy(zero_copy_only=False).astype(object) for c in CDR.names}
         name = f"cdr_{ym}{ext}"
         dirty = dirt.apply("cdr", name, cols)
         n_rows = ct.num_rows
         clean_rows = np.setdiff1d(np.arange(n_rows), np.fromiter(dirty, np.int64, len(dirty)))
         # The optional operator column: older switch exports (the first two months) lack
         # it entirely; later ones leave it empty now and then.
-        blank = rng.random(n_rows) < 0.05
-        cols["other_operator"] = np.where(blank, "", cols["other_operator"])
-        table = pa.table({c: pa.array(cols[c], pa.string()) for c in CDR_COLUMNS})
+        cols["other_operator"] = dirt.blank(cols["other_operator"], 0.05)
+        table = pa.table({c: pa.array(cols[c], pa.string()) for c in CDR.names})
         if prev_cdr is not None and dcfg.duplicate_cdr_rate > 0:
-            k = rng.binomial(prev_cdr_clean.size, dcfg.duplicate_cdr_rate)
-            pick = np.sort(rng.choice(prev_cdr_clean, k, replace=False))
-            dup = prev_cdr.take(pa.array(pick))
-            # the same event re-sent may lack the optional operator column's value
-            if "other_operator" in dup.column_names:
-                blank = rng.random(k) < 0.5
-                op = pc.if_else(pa.array(blank), pa.scalar("", pa.string()), dup["other_operator"])
-                dup = dup.set_column(
-                    dup.schema.get_field_index("other_operator"), "other_operator", op
-                )
-            for j, rid in enumerate(dup["record_id"].to_pylist()):
-                dup_log.append(
-                    {"source": "cdr", "file": name, "row_number": n_rows + j + 1, "record_id": rid}
-                )
-            table = pa.concat_tables([table, dup])
+            table = pa.concat_tables([table, dirt.resend(prev_cdr, prev_cdr_clean, name, n_rows)])
         if month_i < 2:
             table = table.drop_columns(["other_operator"])
         files = (
@@ -344,7 +198,7 @@ def generate(
         name = f"complaints_{ym}{ext}"
         if len(cs):
             dirt.apply("complaints", name, cols)
-        frame = pd.DataFrame(cols, columns=COMPLAINT_COLUMNS)
+        frame = pd.DataFrame(cols, columns=COMPLAINTS.names)
         if dcfg.gbk_pipe_complaints:
             frame = frame.rename(columns=reverse_alias)
             _write_csv(frame, landing / name, delimiter="|", encoding="gbk", gz=dcfg.gzip)
@@ -356,17 +210,11 @@ def generate(
             truth / "hazard" / f"month={out.month}.parquet",
         )
 
-    dirt_log = pd.DataFrame(
-        dirt.log, columns=["source", "file", "row_number", "kind", "expected_reason"]
-    )
-    dup_frame = pd.DataFrame(dup_log, columns=["source", "file", "row_number", "record_id"])
     if dcfg.truncated_last_line and cdr_files:
-        dirt_log = _truncate_last_line(cdr_files[-1], dirt_log, dcfg.gzip)
-        cut = dirt_log[dirt_log.kind == "truncated_row"].iloc[0]
-        dup_frame = dup_frame[
-            ~((dup_frame.file == cut.file) & (dup_frame.row_number == cut.row_number))
-        ]
-    redeliveries = _redeliver(landing, billing_files, settings, rng)
+        _truncate_last_line(cdr_files[-1], dirt, dcfg.gzip)
+    redeliveries = _redeliver(landing, billing_files, dcfg, dirt)
+    dirt_log = pd.DataFrame(dirt.log, columns=LOG_COLUMNS)
+    dup_frame = pd.DataFrame(dirt.duplicates, columns=DUPLICATE_COLUMNS)
     pq.write_table(pa.Table.from_pandas(dirt_log, preserve_index=False), truth / "dirt.parquet")
     pq.write_table(
         pa.Table.from_pandas(dup_frame, preserve_index=False),
@@ -411,37 +259,22 @@ def _split_days(table: pa.Table, ym: str, n_own: int) -> list[tuple[str, pa.Tabl
     return out
 
 
-def _truncate_last_line(path: Path, dirt_log: pd.DataFrame, gz: bool) -> pd.DataFrame:
+def _truncate_last_line(path: Path, dirt: Dirt, gz: bool) -> None:
     """Cut the file's last record in the middle, as an interrupted transfer does."""
     data = gzip.decompress(path.read_bytes()) if gz else path.read_bytes()
-    body = data.rstrip(b"\n")
-    cut = body.rfind(b"\n") + 1
-    last = body[cut:]
-    truncated = body[:cut] + last[: max(1, len(last) // 2)]
+    truncated, record = truncate_last_record(data)
     _write_atomic(truncated, path, gz)
-    # records = newlines before the last record (the header line is not a record)
-    n_records = body.count(b"\n")
-    name = path.name
-    dirt_log = dirt_log[~((dirt_log["file"] == name) & (dirt_log["row_number"] == n_records))]
-    row = {
-        "source": "cdr",
-        "file": name,
-        "row_number": n_records,
-        "kind": "truncated_row",
-        "expected_reason": "truncated_row",
-    }
-    return pd.concat([dirt_log, pd.DataFrame([row])], ignore_index=True)
+    dirt.truncated(path.name, record)
 
 
 def _redeliver(
-    landing: Path, billing_files: list[Path], settings: Settings, rng: np.random.Generator
+    landing: Path, billing_files: list[Path], dcfg: DirtConfig, dirt: Dirt
 ) -> list[dict]:
     """One billing file delivered twice unchanged; one re-delivered with corrections.
 
     The first delivery of the corrected month had wrong ``paid_amount`` on some rows; the
     re-delivery (same name, under ``redelivery/``, arriving later) is the truth.
     """
-    dcfg = settings.synth.dirt
     red = landing / "redelivery"
     done: list[dict] = []
     if not billing_files:
@@ -457,14 +290,9 @@ def _redeliver(
         shutil.copy2(src, red / src.name)  # the corrected version
         raw = gzip.decompress(src.read_bytes()) if dcfg.gzip else src.read_bytes()
         df = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
-        ok = df["paid_amount"].str.fullmatch(r"\d+\.\d\d") & df["paid_amount"].ne("0.00")
-        idx = np.flatnonzero(ok.to_numpy())
-        wrong = rng.choice(idx, max(1, idx.size // 50), replace=False)
-        df.loc[wrong, "paid_amount"] = "0.00"
+        changed = dirt.wrong_payments(df)
         _write_csv(df, src, gz=dcfg.gzip)
-        done.append(
-            {"file": src.name, "kind": "corrected_redelivery", "rows_changed": int(wrong.size)}
-        )
+        done.append({"file": src.name, "kind": "corrected_redelivery", "rows_changed": changed})
     return done
 
 

@@ -14,14 +14,15 @@ import pyarrow as pa
 import pytest
 
 from pipelines.config import load_config
-from pipelines.ingest.run import Hooks, IngestFailed
+from pipelines.ingest.report import IngestFailed
+from pipelines.ingest.run import Hooks
 from pipelines.ingest.validate import validate_batch
 from pipelines.lake import store as lk
 from pipelines.lake import views
 from pipelines.lake.contract import BILLING, COMPLAINTS
 from pipelines.lake.numbers import NumberPlan
 from pipelines.synth.deliver import generate, load_truth
-from tests.conftest import make_settings, run_ingest
+from tests.worlds import make_settings, run_ingest
 
 PLAN = NumberPlan.from_config(load_config(environ={}).numbering)
 

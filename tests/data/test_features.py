@@ -10,12 +10,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from features import billing, calls, complaints, labels
-from features.build import FEATURES, build_features, build_snapshot, connect
+from features.build import FEATURES, build_features, build_snapshot
 from features.config import FeatureRules
 from features.context import SnapshotContext
-from features.store import read_snapshots
+from features.store import catalog_path, paths, read_snapshots, snapshot_path
 from pipelines.lake import store as lk
 from pipelines.lake import views
 
@@ -145,7 +146,7 @@ def test_complaints_use_each_tickets_state_as_of_t():
     ]
     con = duckdb.connect()
     con.register("complaints_t", pd.DataFrame(rows))
-    f = _run(con, complaints.sql(SnapshotContext("2025-04"))).loc["s"]
+    f = _run(con, complaints.sql(SnapshotContext("2025-04"), RULES)).loc["s"]
     assert f.open_complaints == 1  # T1 was still open at the end of April
     assert f.complaints_30d == 1 and f.complaints_90d == 2
     assert f.reopened_complaints_180d == 1 and f.regulator_complaints_180d == 1
@@ -209,10 +210,10 @@ def features_world(ingested, tmp_path_factory):
 def test_snapshots_are_written_with_catalog_and_stable_schema(features_world):
     world, out, rep = features_world
     assert rep.months == ["2025-03", "2025-04", "2025-05", "2025-06", "2025-07"]
-    catalog = (out / "catalog.md").read_text()
+    catalog = catalog_path(out).read_text()
     for f in FEATURES:
         assert f"`{f.name}`" in catalog
-    schemas = {pq.read_schema(p).remove_metadata() for p in out.glob("snapshot=*/features.parquet")}
+    schemas = {pq.read_schema(p).remove_metadata() for p in paths(out)}
     assert len(schemas) == 1
     df = read_snapshots(out)
     assert not df.duplicated(["msisdn", "snapshot_month"]).any()
@@ -226,9 +227,7 @@ def test_snapshots_are_written_with_catalog_and_stable_schema(features_world):
 def _mutate_future(lake, after: str):
     """Change every lake row dated after month `after`, in place (the manifests still list the parts)."""
     for source in ("billing", "cdr", "complaints"):
-        for p in lk.parts(lake, source):
-            if p.parent.name.removeprefix("month=") <= after:
-                continue
+        for p in sorted(set(lk.parts(lake, source)) - set(lk.parts(lake, source, after))):
             t = pq.read_table(p).to_pandas()
             if source == "billing":
                 t["status"] = "cancelled"  # everybody churns after T
@@ -250,7 +249,7 @@ def test_no_leakage_data_after_t_leaves_features_at_t_unchanged(features_world, 
     last = lk.months(world.path("lake"), "billing")[-1]
 
     def snap(lake):
-        con = connect("1GB", 2, tmp_path / "tmp")
+        con = views.connect("1GB", 2, tmp_path / "tmp")
         views.register_views(con, lake, suffix="_all")
         con.execute(f"CREATE TEMP TABLE churn_all AS {labels.churn_events_sql('billing_all', 3)}")
         return (
@@ -293,8 +292,13 @@ def test_planted_drivers_differ_between_churners_and_stayers(features_world):
     ]
     for c in higher_for_churners:
         assert churn[c].mean() > stay[c].mean(), c
+    # AUC of the feature as a churn score: a rank statistic, so the heavy tails of data and
+    # call ratios do not decide it, and it reads flags (any_bundle) as well as amounts. In this
+    # world it is 0.464 (tenure), 0.454, 0.418, 0.282, 0.389, each about 0.02 by a bootstrap
+    # over subscribers: at most 0.48 asks for at least half of the weakest planted shift.
     for c in lower_for_churners:
-        assert churn[c].median() < stay[c].median() or churn[c].mean() < stay[c].mean(), c
+        known = df[df[c].notna()]
+        assert roc_auc_score(known.label_churn, known[c]) <= 0.48, c
     # concentration is a U: both extremes churn more than the middle
     q = pd.qcut(df.top1_contact_share_3m, 5, labels=False, duplicates="drop")
     rate = df.groupby(q).label_churn.mean()
@@ -307,6 +311,6 @@ def test_features_for_a_past_month_rebuild_exactly(features_world, tmp_path):
         world.path("lake"), tmp_path, world.churn, world.features, months=["2025-04"]
     )
     assert again.rows["2025-04"] > 0
-    a = pq.read_table(out / "snapshot=2025-04" / "features.parquet")
-    b = pq.read_table(tmp_path / "snapshot=2025-04" / "features.parquet")
-    assert a.equals(b)
+    a = pq.read_table(snapshot_path(out, "2025-04"))
+    b = pq.read_table(snapshot_path(tmp_path, "2025-04"))
+    assert a.equals(b, check_metadata=True)

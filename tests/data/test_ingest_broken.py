@@ -28,15 +28,15 @@ import pytest
 
 from pipelines.config import load_config
 from pipelines.ingest.reader import UnreadableFile, read_failure
-from pipelines.ingest.run import IngestFailed
+from pipelines.ingest.report import IngestFailed
 from pipelines.ingest.validate import validate_batch
 from pipelines.lake import store as lk
 from pipelines.lake.contract import COMPLAINTS
 from pipelines.lake.errors import UsageError
 from pipelines.lake.numbers import NumberPlan
-from tests.conftest import make_settings, run_ingest
+from tests.worlds import make_settings, run_ingest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PLAN = NumberPlan.from_config(load_config(environ={}).numbering)
 
 CDR_HEADER = "record_id,msisdn,other_number,direction,event_type,start_time,duration_s,call_result,cell_id,roaming"

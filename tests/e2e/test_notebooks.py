@@ -11,7 +11,7 @@ from nbclient import NotebookClient
 
 from tests.leaks import known_numbers, numbers_in
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("[0-9][0-9]-*.ipynb"))
 PHONE = re.compile(r"(?<![\d.])1[3-9]\d{9}(?!\d)|1\d\d\*{4}\d{4}")
 
 
@@ -42,13 +42,17 @@ def test_there_are_four_notebooks_stored_without_outputs():
 def test_notebook_runs_and_shows_no_phone_number(path, trained, monkeypatch, tmp_path):
     s, _ = trained
     monkeypatch.setenv("CHURN__PATHS__DATA_DIR", str(s.path("data_dir")))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # a user's kernel: inline charts
     nb = nbformat.read(path, as_version=4)
     NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
     texts = _texts(nb)
-    assert any(texts), "the notebook produced no output at all"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    images = sum("image/png" in o.get("data", {}) for c in code for o in c.get("outputs", []))
+    silent = [i for i, c in enumerate(code) if not c.get("outputs")]
+    assert images >= 1, "the notebook drew no chart"
+    assert len(silent) <= len(code) // 2, f"code cells {silent} showed nothing"
     leaks = [m.group(0) for t in texts for m in PHONE.finditer(t)]
     assert not leaks, leaks[:5]
     # and no subscriber number in any other spelling (+86, dashes, spaces)

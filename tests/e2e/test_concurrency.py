@@ -31,8 +31,9 @@ from pipelines.config import ConfigError, Settings
 from pipelines.lake import store as lk
 from pipelines.lake.contract import CONTRACTS
 from pipelines.lake.errors import UsageError
-from pipelines.lake.lock import LockHeld, data_lock, holds, lock_path, settings_lock
-from tests.conftest import make_settings
+from pipelines.lake.lock import LockHeld, data_lock, holds, lock_path
+from pipelines.steps import settings_lock
+from tests.worlds import make_settings
 
 CHURN = Path(sys.executable).with_name("churn")
 HELD = re.compile(
@@ -482,7 +483,7 @@ def test_only_transient_errors_are_retried(exc, retry, reference):
 
     prepare_environment(reference)
     from pipelines import flows
-    from pipelines.ingest.run import IngestFailed, IngestReport
+    from pipelines.ingest.report import IngestFailed, IngestReport
 
     assert flows.is_transient(exc) is retry
     assert flows.is_transient(IngestFailed(IngestReport(started_at="x"))) is False
@@ -525,8 +526,9 @@ def _attempts(task, settings: Settings) -> tuple[int, str]:
 
 def test_a_task_failing_for_good_runs_once_and_a_drilled_fault_is_retried(prefect_flows, tmp_path):
     s = make_settings(tmp_path)  # an empty lake: building features is a ValueError every time
-    task = prefect_flows.features_task.with_options(retry_delay_seconds=0)
-    assert task.retries == 2
+    s.orchestration.retry_delay_seconds = 0
+    task = prefect_flows._configured(prefect_flows.features_task, s)
+    assert task.retries == s.orchestration.task_retries == 2  # the policy of these settings
 
     runs, message = _attempts(task, s)
     assert "holds no billing data" in message

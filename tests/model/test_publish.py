@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 
 from features.store import read_snapshots
 from models import explain
-from pipelines.publish.run import _write_xlsx, neutralise
+from pipelines.publish.exports import neutralise, write_xlsx
 
 MOBILE = re.compile(rb"(?<![\d.])1[3-9]\d{9}(?!\d)")  # not inside a decimal fraction
 
@@ -94,6 +96,21 @@ def test_exports_exist_in_every_format_with_manifest_and_report(published):
     assert (folder / "all.csv").read_bytes().startswith(b"\xef\xbb\xbf")  # UTF-8 BOM for Excel
 
 
+def test_publishing_in_a_fresh_process_reads_the_projects_mlflow_store(published, tmp_path):
+    s, sc, _, _ = published
+    (tmp_path / "settings.json").write_text(s.model_dump_json())
+    code = f"""
+from pathlib import Path
+from pipelines import steps
+from pipelines.config import Settings
+steps.publish(Settings.model_validate_json(Path("settings.json").read_text()), {sc.month!r})
+"""
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, timeout=300)
+    assert not (tmp_path / "mlflow.db").exists()  # no stray store where it was run
+    html = (s.path("outputs") / "retention" / sc.month / "report.html").read_text(encoding="utf-8")
+    assert html.count("<img") == 2 and re.search(r"AUC 0\.\d{3}, top-decile lift", html)
+
+
 def test_xlsx_opens_with_chinese_text_intact_and_a_styled_frozen_filtered_header(published):
     s, sc, _, _ = published
     wb = openpyxl.load_workbook(s.path("outputs") / "retention" / sc.month / "all.xlsx")
@@ -120,7 +137,7 @@ def test_formula_like_text_is_inert(tmp_path):
         "'-x",
         "'@SUM(A1)",
     ]
-    _write_xlsx(df, tmp_path / "x.xlsx", "x")
+    write_xlsx(df, tmp_path / "x.xlsx", "x")
     ws = openpyxl.load_workbook(tmp_path / "x.xlsx").active
     assert all(ws.cell(r, 1).data_type == "s" for r in range(2, 7))
 

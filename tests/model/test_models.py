@@ -16,9 +16,12 @@ from sklearn.metrics import roc_auc_score
 
 from features.build import model_features
 from features.store import read_snapshots
+from models import registry
+from models.config import ModelConfig
 from models.estimator import ChurnModel, OperatorRules
 from models.evaluate import expected_calibration_error, lift_at
 from pipelines import steps
+from pipelines.lake.errors import ChurnError
 from pipelines.synth.deliver import load_truth
 
 
@@ -34,7 +37,19 @@ def test_evaluation_helpers_on_hand_made_scores():
     y = np.array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0])
     p = np.array([0.9, 0.8, 0.1, 0.1, 0.7, 0.1, 0.1, 0.1, 0.1, 0.1])
     assert lift_at(y, p, 0.1) == pytest.approx(1 / 0.2)
-    assert expected_calibration_error(np.array([0, 1]), np.array([0.0, 1.0]), bins=2) == 0.0
+
+
+def test_ece_is_the_size_weighted_gap_per_equal_frequency_bin():
+    # three bins of 4, 3 and 3 rows (given out of order: the ECE sorts by score)
+    p = np.array([0.1, 0.1, 0.1, 0.1, 0.5, 0.5, 0.5, 0.9, 0.9, 0.9])
+    y = np.array([1, 0, 0, 0, 1, 1, 1, 0, 0, 1])
+    by_hand = (4 * abs(1 / 4 - 0.1) + 3 * abs(3 / 3 - 0.5) + 3 * abs(1 / 3 - 0.9)) / 10  # 0.38
+    shuffle = np.random.default_rng(0).permutation(len(p))
+    assert expected_calibration_error(y[shuffle], p[shuffle], bins=3) == pytest.approx(by_hand)
+    # calibrated: a quarter of the 0.25 bin and three quarters of the 0.75 bin churn
+    p = np.array([0.25] * 4 + [0.75] * 4)
+    y = np.array([1, 0, 0, 0, 1, 1, 1, 0])
+    assert expected_calibration_error(y, p, bins=2) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_out_of_time_quality_against_truth_and_baselines(trained, test_month):
@@ -102,17 +117,15 @@ np.save({str(tmp_path / "p.npy")!r}, p)
 
 def test_a_worse_challenger_does_not_replace_the_champion(trained):
     s, res = trained
-    client = MlflowClient(s.tracking_uri())
-    before = str(client.get_model_version_by_alias(s.model.name, "champion").version)
+    uri = s.tracking_uri()
+    before = registry.champion(uri, s.model.name).version
     worse = steps.train(
         s, lgbm_overrides={"n_estimators": 3, "num_leaves": 2, "learning_rate": 0.01}
     )
-    assert worse.alias == "challenger" and "does not beat" in worse.decision
-    assert str(client.get_model_version_by_alias(s.model.name, "champion").version) == before
-    assert (
-        str(client.get_model_version_by_alias(s.model.name, "challenger").version) == worse.version
-    )
-    run = client.get_run(worse.run_id)
+    assert worse.alias == registry.CHALLENGER and "does not beat" in worse.decision
+    assert registry.champion(uri, s.model.name).version == before
+    assert registry.find(uri, s.model.name, registry.CHALLENGER).version == worse.version
+    run = MlflowClient(uri).get_run(worse.run_id)
     assert run.data.tags["promotion"] == "challenger" and run.data.metrics["promoted"] == 0.0
 
 
@@ -151,7 +164,7 @@ def test_operator_rules_score_points():
 
 
 def test_bring_your_own_table(tmp_path):
-    from tests.conftest import make_settings
+    from tests.worlds import make_settings
 
     s = make_settings(tmp_path)
     s.model.name = "byo-model"
@@ -166,6 +179,19 @@ def test_bring_your_own_table(tmp_path):
     res = steps.train_table(s, path, id_col="cust", label_col="churned", time_col="period")
     assert res.test_period == "2024Q4" and res.alias == "champion"
     assert res.feature_columns == ["x1", "x2"] and res.metrics["roc_auc"] > 0.7
+
+
+def test_a_model_without_champion_says_train_first_and_is_due_for_training(trained):
+    s, _ = trained
+    with pytest.raises(registry.NoChampion) as e:
+        registry.champion(s.tracking_uri(), "no-such-model")
+    assert isinstance(e.value, ChurnError)  # the CLI prints it as one line, without a traceback
+    assert str(e.value) == (
+        "no champion registered for model 'no-such-model': train first (churn train)"
+    )
+    unknown = ModelConfig(name="no-such-model")
+    due = registry.retrain_due(s.tracking_uri(), unknown, s.path("features"))
+    assert due == (True, "no champion yet")
 
 
 def test_churn_model_requires_out_of_time_validation():

@@ -104,12 +104,18 @@ def test_a_task_that_fails_once_is_retried_and_succeeds(flows, first_run, flow_w
     assert not (s.path("prefect_home") / "fault-drill-publish").exists()
 
 
-def test_a_failed_step_stops_the_run_with_a_clear_message_and_keeps_earlier_outputs(
+def test_a_failed_step_stops_with_a_clear_message_and_leaves_what_was_written(
     flows, first_run, flow_world, tmp_path
 ):
+    from pipelines.lake.errors import ChurnError
+
     s = flow_world.model_copy(deep=True)
-    lists = _digest(s.path("outputs"))
+    before = {k: _digest(s.path(k)) for k in ("scores", "outputs")}
     s.model.name = "no-such-model"  # score cannot find a champion
-    with pytest.raises(RuntimeError, match="no champion registered for model 'no-such-model'"):
+    with pytest.raises(ChurnError, match="no champion registered for model 'no-such-model'"):
         flows.score_flow(s, "2025-10")
-    assert _digest(s.path("outputs")) == lists
+    with pytest.raises(FileNotFoundError, match="2025-04"):  # a month never scored
+        flows.publish_flow(flow_world, "2025-04")
+    assert {k: _digest(s.path(k)) for k in ("scores", "outputs")} == before
+    root = s.path("outputs") / "retention"
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".")]  # no staging left

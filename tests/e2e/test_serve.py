@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
+from pipelines.runtime import OFFLINE
 
 BIN = Path(sys.executable).parent
 
@@ -53,17 +53,12 @@ def _wait_healthy(url: str, proc: subprocess.Popen, limit: float = 120) -> None:
     raise TimeoutError("prefect server did not become healthy")
 
 
-@pytest.mark.slow
 def test_served_monthly_refresh_runs_through_a_real_server(flow_world, tmp_path):
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CHURN__"))}
-    env |= {
+    env |= OFFLINE | {
         "PREFECT_HOME": str(tmp_path / "prefect"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PREFECT_UI_ENABLED": "false",
         "CHURN__PATHS__DATA_DIR": str(flow_world.path("data_dir")),
     }
     logs = tmp_path / "logs"
