@@ -83,16 +83,81 @@ class ModelConfig(Strict):
     lgbm: LGBMParams = Field(default_factory=LGBMParams)
 
 
-class ReasonGroup(Strict):
-    features: list[str]
+class Bound(Strict):
+    """An inclusive range a feature's value must fall in; a missing value is never in range."""
+
+    min: float | None = None
+    max: float | None = None
+
+    def holds(self, v: pd.Series) -> pd.Series:
+        """Vectorised test (NaN is out of range, so a missing value never triggers anything)."""
+        v = pd.to_numeric(v, errors="coerce").astype(float)
+        ok = v.notna() & np.isfinite(v)
+        if self.min is not None:
+            ok &= v >= self.min
+        if self.max is not None:
+            ok &= v <= self.max
+        return ok
+
+
+class ReasonFact(Strict):
+    """One small statement about a subscriber; said only when its values say something.
+
+    Placeholders name features (``{arpu_1m:.0f}``; ``!a`` formats the absolute value) and
+    ``{up|down}`` picks the first word when ``change`` is positive and the second when it
+    is negative. ``change`` is one signed feature, or ``[now, before]`` (now - before). The
+    fact is skipped when a feature it names is missing, a ``when`` bound fails, a bounded
+    value still reads as zero, or the change rounds to nothing in the text.
+    """
+
     en: str
     zh: str
+    when: dict[str, Bound] = Field(default_factory=dict)
+    change: list[str] = Field(default_factory=list, max_length=2)
+    fallback: bool = Field(False, description="said only when no earlier fact of the group was")
+
+    @model_validator(mode="after")
+    def _direction_needs_change(self) -> ReasonFact:
+        if not self.change and any("|" in t.split("}")[0] for t in (self.en + self.zh).split("{")):
+            raise ValueError(f"fact {self.en!r} has an {{up|down}} word but no `change` to sign it")
+        return self
+
+
+class ReasonGroup(Strict):
+    """Features whose summed SHAP makes one reason; its facts say it with the subscriber's values."""
+
+    features: list[str]
+    en: str = Field(description="the group's name, as a heading")
+    zh: str
+    facts: list[ReasonFact] = Field(default_factory=list)
+    offer: str = Field(
+        "", description="offer code for this reason when no segment is more specific"
+    )
+
+
+class Action(Strict):
+    """What an agent says, and what they offer (Chinese first: the agents read zh)."""
+
+    say_zh: str
+    say_en: str
+    offer_zh: str
+    offer_en: str
+
+
+class Segment(Strict):
+    """A behavioural segment: when any bound holds, its offer wins over the reason group's."""
+
+    any_of: dict[str, Bound]
+    offer: str
 
 
 class ReasonConfig(Strict):
-    """Feature -> reason group; templates filled with the subscriber's own values."""
+    """Feature -> reason group and its facts; offers; segments in priority order (first wins)."""
 
     groups: dict[str, ReasonGroup]
+    offers: dict[str, Action] = Field(default_factory=dict)
+    segments: dict[str, Segment] = Field(default_factory=dict)
+    facts_per_group: int = Field(2, ge=1, description="most facts said for one reason group")
 
     @model_validator(mode="after")
     def _unique(self) -> ReasonConfig:
@@ -102,4 +167,9 @@ class ReasonConfig(Strict):
                 if f in seen:
                     raise ValueError(f"feature {f} is in reason groups {seen[f]} and {g}")
                 seen[f] = g
+        named = [(f"group {g}", rg.offer) for g, rg in self.groups.items() if rg.offer]
+        named += [(f"segment {n}", sg.offer) for n, sg in self.segments.items()]
+        for who, code in named:
+            if code not in self.offers:
+                raise ValueError(f"{who} names offer {code!r}, which is not in reasons.offers")
         return self

@@ -77,7 +77,7 @@ def score(
     fast = sv[X.index.get_indexer(sample.index)]
     diff = float(np.max(np.abs(ref - fast))) if n else 0.0
     groups = explain.group_contributions(sv, feats, reasons)
-    texts = explain.reason_texts(groups, df[feats], reasons)
+    texts = explain.reason_texts(groups, df, reasons)  # facts may name any snapshot column
     importance = explain.global_importance(sv, feats)
     out = pd.concat(
         [

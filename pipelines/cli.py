@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import warnings
 from pathlib import Path
 from typing import Annotated
 
-import typer
+# before MLflow is imported: its artifact downloads draw progress bars on every report
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# shap announces a change of its LightGBM output format on every explanation; we know it
+warnings.filterwarnings(
+    "ignore",
+    message="LightGBM binary classifier with TreeExplainer shap values output has changed",
+)
 
-from pipelines.config import ConfigError, Settings, load_config
-from pipelines.lake.errors import ChurnError
-from pipelines.lake.numbers import mask_text
-from pipelines.logs import setup_logging
+import typer  # noqa: E402
+
+from pipelines.config import ConfigError, Settings, load_config  # noqa: E402
+from pipelines.lake.errors import ChurnError, UsageError  # noqa: E402
+from pipelines.lake.numbers import mask_text  # noqa: E402
+from pipelines.logs import setup_logging  # noqa: E402
 
 
 class _App(typer.Typer):
@@ -91,6 +102,33 @@ def settings(overrides: dict | None = None) -> Settings:
     return s
 
 
+_MONTH = re.compile(r"(\d{4})-(\d{2})")
+
+
+def check_month(month: str) -> str:
+    """A real YYYY-MM month, so a typo stops here instead of after retries deep in a step."""
+    m = _MONTH.fullmatch(month.strip())
+    if m is None or not 1 <= int(m.group(2)) <= 12:
+        raise UsageError(f"--month {month} is not a month (YYYY-MM)")
+    return m.group(0)
+
+
+def need_months(months: list[str], have: list[str], what: str, then: str) -> list[str]:
+    """Real months that each have the step's input; one line says what is missing, what to run."""
+    months = [check_month(m) for m in months]
+    if missing := [m for m in months if m not in have]:
+        span = f"{have[0]} to {have[-1]}" if have else "none"
+        raise UsageError(f"--month {', '.join(missing)}: no {what} (have {span}); {then}")
+    return months
+
+
+def need_file(option: str, path: Path) -> Path:
+    """An input file that exists, named in one line when it does not."""
+    if not path.is_file():
+        raise UsageError(f"{option} {path}: no such file")
+    return path
+
+
 @app.callback()
 def main(
     config: Annotated[
@@ -149,10 +187,18 @@ def synth(
     )
 
 
-def _flows(s: Settings):
+def _steps(s: Settings):
+    """The library steps, with MLflow's and Prefect's environment set before either is imported."""
     from pipelines.runtime import prepare_environment
 
     prepare_environment(s)
+    from pipelines import steps
+
+    return steps
+
+
+def _flows(s: Settings):
+    _steps(s)
     from pipelines import flows
 
     return flows
@@ -191,6 +237,11 @@ def features(
 ) -> None:
     """Build point-in-time feature snapshots and the feature catalog from the lake."""
     s = settings()
+    if month:
+        from pipelines.lake import store as lake
+
+        have = lake.months(s.path("lake"), "billing")
+        month = need_months(month, have, "billing data in the lake", "ingest it first")
     if no_prefect:
         from pipelines import steps
 
@@ -215,14 +266,12 @@ def train(
     no_prefect: NoPrefectOption = False,
 ) -> None:
     """Train the calibrated LightGBM churn model and baselines; track and register in MLflow."""
-    from pipelines import steps
-    from pipelines.runtime import prepare_environment
-
     s = settings()
-    if table is not None and not (id_col and label_col):
-        typer.secho("--table needs --id-col and --label-col", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
-    prepare_environment(s)  # MLflow and Prefect settings before either is used
+    if table is not None:
+        need_file("--table", table)
+        if not (id_col and label_col):
+            raise UsageError("--table needs --id-col and --label-col")
+    steps = _steps(s)
     if table is not None:
         res = steps.train_table(s, table, id_col=id_col, label_col=label_col, time_col=time_col)
     elif no_prefect:
@@ -235,21 +284,48 @@ def train(
 @app.command()
 def score(
     month: MonthOption = None,
+    no_prefect: NoPrefectOption = False,
 ) -> None:
     """Score a snapshot with the MLflow champion and explain every subscriber (SHAP reasons)."""
+    from features import store
+
     s = settings()
-    typer.echo(json.dumps(_flows(s).score_flow(s, month), indent=2))
+    if month is not None:
+        have = store.months(s.path("features"))
+        (month,) = need_months([month], have, "feature snapshot", "run churn features first")
+    if no_prefect:
+        r = _steps(s).score(s, month)
+        out = {"month": r.month, "scored": r.scored, "model_version": r.model_version,
+               "shap_max_abs_diff": r.shap_max_abs_diff}  # fmt: skip
+    else:
+        out = _flows(s).score_flow(s, month)
+    typer.echo(json.dumps(out, indent=2))
 
 
 @app.command()
 def publish(
     month: MonthOption = None,
+    no_prefect: NoPrefectOption = False,
 ) -> None:
     """Publish ranked retention lists (CSV, XLSX, Parquet), manifest, diff and HTML report."""
+    from features import store
+    from models.score import scores_path
+
     s = settings()
-    typer.echo(
-        json.dumps(_flows(s).publish_flow(s, month), indent=2, ensure_ascii=False, default=str)
-    )
+    feats = store.months(s.path("features"))
+    have = [m for m in feats if scores_path(s.path("scores"), m).exists()]
+    if month is None:  # the latest snapshot, as the step would take it
+        month = feats[-1] if feats else "(none: no feature snapshots)"
+        if month not in have:
+            raise ChurnError(f"the latest month {month} is not scored: run churn score first")
+    else:
+        (month,) = need_months([month], have, "scores", "run churn score first")
+    if no_prefect:
+        m = _steps(s).publish(s, month)
+        out = {"month": m["snapshot_month"], "counts": m["counts"]}
+    else:
+        out = _flows(s).publish_flow(s, month)
+    typer.echo(json.dumps(out, indent=2, ensure_ascii=False, default=str))
 
 
 @app.command()
@@ -259,6 +335,7 @@ def refresh(
 ) -> None:
     """Run the monthly refresh flow: ingest, features, train when due, score, publish."""
     s = settings()
+    month = check_month(month) if month is not None else None
     out = _flows(s).monthly_refresh(month=month, settings=s, force_retrain=force_retrain)
     typer.echo(json.dumps(out, indent=2, ensure_ascii=False, default=str))
 

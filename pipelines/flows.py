@@ -82,6 +82,37 @@ def _retry_transient(task, task_run, state) -> bool:
     return isinstance(exc, BaseException) and is_transient(exc)
 
 
+def _run_name(prefix: str):
+    """A flow-run name like ``publish 2025-12`` (``latest`` when no month is given), for the UI."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        month = (flow_run.parameters or {}).get("month")
+        return f"{prefix} {month or 'latest'}"
+
+    name.__name__ = f"{prefix.replace('-', '_')}_run_name"
+    return name
+
+
+def _features_run_name() -> str:
+    """``build-features 2025-01..2025-12`` or ``build-features all``."""
+    from prefect.runtime import flow_run
+
+    months = sorted((flow_run.parameters or {}).get("months") or [])
+    span = "all" if not months else months[0] if len(months) == 1 else f"{months[0]}..{months[-1]}"
+    return f"build-features {span}"
+
+
+def mlflow_run_link(settings: Settings, run_id: str) -> str:
+    """The run's page in the configured MLflow UI, under the experiment it really belongs to."""
+    from models import registry
+
+    exp = registry.connect(settings.tracking_uri()).get_run(run_id).info.experiment_id
+    ui = settings.orchestration.mlflow_ui_url.rstrip("/")
+    return f"{ui}/#/experiments/{exp}/runs/{run_id}"
+
+
 @task(name="ingest-landing")
 def ingest_task(settings: Settings) -> dict:
     steps.fault_drill(settings, "ingest")
@@ -127,7 +158,7 @@ def features_task(settings: Settings, months: list[str] | None = None) -> dict:
 def train_task(settings: Settings) -> dict:
     steps.fault_drill(settings, "train")
     res = steps.train(settings)
-    link = f"{settings.orchestration.mlflow_ui_url}/#/experiments/0/runs/{res.run_id}"
+    link = mlflow_run_link(settings, res.run_id)
     metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in res.metrics.items())
     base = "\n".join(
         f"| {n} | {b['roc_auc']:.4f} | {b['top_decile_lift']:.2f} |"
@@ -170,7 +201,8 @@ def publish_task(settings: Settings, month: str | None = None) -> dict:
         table=rows,
         description=(
             f"{m['snapshot_month']}: {c['selected']} on the list ({c['control_group']} control), "
-            f"{c['complaint_callbacks']} complaint callbacks; model v{m['model_version']}"
+            f"{c['complaint_callbacks']} complaint callbacks; model v{m['model_version']}; "
+            f"files in {settings.path('outputs') / 'retention' / m['snapshot_month']}"
         ),
     )
     return {"month": m["snapshot_month"], "counts": c}
@@ -183,7 +215,7 @@ def ingest_flow(settings: Settings | None = None) -> dict:
     return _configured(ingest_task, s)(s)
 
 
-@flow(name="build-features")
+@flow(name="build-features", flow_run_name=_features_run_name)
 def build_features_flow(settings: Settings | None = None, months: list[str] | None = None) -> dict:
     """Point-in-time feature snapshots and labels from the lake."""
     s = _settings(settings)
@@ -198,21 +230,21 @@ def train_flow(settings: Settings | None = None) -> dict:
     return _configured(train_task, s)(s)
 
 
-@flow(name="score")
+@flow(name="score", flow_run_name=_run_name("score"))
 def score_flow(settings: Settings | None = None, month: str | None = None) -> dict:
     """Score a snapshot with the champion and explain it."""
     s = _settings(settings)
     return _configured(score_task, s)(s, month)
 
 
-@flow(name="publish")
+@flow(name="publish", flow_run_name=_run_name("publish"))
 def publish_flow(settings: Settings | None = None, month: str | None = None) -> dict:
     """Ranked retention lists, per channel, with manifest, diff and report."""
     s = _settings(settings)
     return _configured(publish_task, s)(s, month)
 
 
-@flow(name="monthly-refresh")
+@flow(name="monthly-refresh", flow_run_name=_run_name("monthly-refresh"))
 def monthly_refresh(
     month: str | None = None, settings: Settings | None = None, force_retrain: bool = False
 ) -> dict:

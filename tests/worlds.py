@@ -27,3 +27,11 @@ def run_ingest(s: Settings, landing: Path | None = None, **kw):
         cfg=s.ingest,
         **kw,
     )
+
+
+def load_model(s: Settings, model_uri: str):
+    """A registered model of this world's store (other worlds in the session point MLflow elsewhere)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(s.tracking_uri())
+    return mlflow.sklearn.load_model(model_uri)

@@ -37,3 +37,17 @@ class PublishConfig(Strict):
     do_not_contact: str = Field(
         "", description="CSV/text of msisdn; empty: <data_dir>/crm/do_not_contact.csv"
     )
+    language: Literal["zh", "en"] = Field(
+        "zh", description="language of the workbook's headers, legend and yes/no cells"
+    )
+    renewal_window_months: int = Field(
+        2, ge=0, description="contracts ending within this many months go on the renewal list"
+    )
+    call_value_threshold: float = Field(
+        6000.0,
+        ge=0,
+        description="an ordinary-tier subscriber worth at least this (CNY) is called, not sent an SMS",
+    )
+    high_points: float = Field(
+        5000.0, ge=0, description="points balance at which a redemption reminder is sent"
+    )

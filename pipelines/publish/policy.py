@@ -40,6 +40,55 @@ def rank(scored: pd.DataFrame) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
+def is_silent(df: pd.DataFrame) -> pd.Series:
+    """Lines already gone quiet at the snapshot: no calls and no data in T, or both down 100%.
+
+    A retention call cannot reach them; they belong on the win-back list. Missing
+    columns count as "not known silent", so older scores files still publish.
+    """
+
+    def col(name: str) -> pd.Series:
+        return pd.to_numeric(df.get(name, pd.Series(np.nan, index=df.index)), errors="coerce")
+
+    no_use = (col("calls_1m") == 0) & (col("data_mb_1m") == 0)
+    gone = (col("calls_change_vs_prev3m") <= -1) & (col("data_mb_change_vs_prev3m") <= -1)
+    return (no_use | gone).fillna(False).astype(bool)
+
+
+TIER_ZH = {"member": "会员", "vip": "贵宾", "ordinary": "普通"}
+CHANNEL_ZH = {"account_manager": "客户经理", "call_centre": "呼叫中心", "sms_app": "短信/APP"}
+
+
+def _channel(df: pd.DataFrame, cfg: PublishConfig) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Channel per subscriber and the plain reason for it, in Chinese and English.
+
+    The tier decides, except that an ordinary-tier subscriber worth at least
+    ``call_value_threshold`` is called by a person: value, not the tier, is what is lost.
+    """
+    by_tier = cfg.channel_by_tier
+    tier = df["value_tier"].where(df["value_tier"].isin(list(by_tier)), "ordinary")
+    channel = tier.map(by_tier)
+    zh = tier.map(
+        lambda t: f"{TIER_ZH.get(t, t)}客户按等级由{CHANNEL_ZH.get(by_tier[t], by_tier[t])}联系"
+    )
+    en = tier.map(lambda t: f"{t} tier: {by_tier[t]} by tier")
+    people = by_tier.get("vip", by_tier["ordinary"])
+    worth = (channel == by_tier["ordinary"]) & (df["value"] >= cfg.call_value_threshold)
+    value = df["value"].map(lambda v: f"{v:,.0f}")
+    channel = channel.where(~worth, people)
+    zh = zh.where(
+        ~worth,
+        "普通等级，但客户价值" + value + f"元，不低于{cfg.call_value_threshold:,.0f}元："
+        f"改由{CHANNEL_ZH.get(people, people)}人工致电，不发短信",
+    )
+    en = en.where(
+        ~worth,
+        "ordinary tier but worth " + value + f" CNY (at least {cfg.call_value_threshold:,.0f}): "
+        f"a person calls ({people}) instead of {by_tier['ordinary']}",
+    )
+    return channel, zh, en
+
+
 def _months_between(a: pd.Series, b: pd.Timestamp) -> pd.Series:
     return (b.year - a.dt.year) * 12 + (b.month - a.dt.month)
 
@@ -56,21 +105,22 @@ def apply_policy(
 ) -> pd.DataFrame:
     """Decide per subscriber: on the list (with channel) or not (with the reason why).
 
-    Adds ``selected``, ``channel``, ``exclusion``, ``complaint_callback``, ``callback_due``
-    and ``control_group``. ``as_of`` is the end of the snapshot month.
+    Adds ``selected``, ``channel``, ``channel_reason_zh/_en``, ``silent``, ``exclusion``,
+    ``complaint_callback``, ``callback_due`` and ``control_group``. ``as_of`` is the end of the snapshot month.
     """
     df = ranked.copy()
     n_base = len(df)
-    df["channel"] = (
-        df["value_tier"].map(cfg.channel_by_tier).fillna(cfg.channel_by_tier["ordinary"])
-    )
+    df["channel"], df["channel_reason_zh"], df["channel_reason_en"] = _channel(df, cfg)
     df["exclusion"] = pd.Series([None] * n_base, index=df.index, dtype=object)
+    df["silent"] = is_silent(df)
 
     # a high-value subscriber whose complaint was just resolved gets a callback within N days
     high = df["value_tier"].isin(["member", "vip"])
     resolved_days = df["days_since_complaint_resolved"]
     callback = high & resolved_days.notna() & (resolved_days <= cfg.complaint_callback_days)
     df["complaint_callback"] = callback
+    df.loc[callback, "channel_reason_zh"] += "；投诉解决后需在期限内回访"
+    df.loc[callback, "channel_reason_en"] += "; complaint callback owed"
     due = (
         as_of
         - pd.to_timedelta(resolved_days.fillna(0), unit="D")
@@ -86,6 +136,8 @@ def apply_policy(
         cycle = df["value_tier"].map(cfg.revisit_months).fillna(cfg.revisit_months["ordinary"])
         recent = since.notna() & (since < cycle) & ~callback
         df.loc[recent & df["exclusion"].isna(), "exclusion"] = "contacted_within_cycle"
+    # a silent line is not reachable by a retention call: it goes to win-back instead
+    df.loc[df["silent"] & ~callback & df["exclusion"].isna(), "exclusion"] = "silent_winback"
 
     # the profitable head of the ranking, within overall and per-channel capacity
     capacity = max(1, int(n_base * economics.capacity_share))

@@ -1,7 +1,9 @@
-"""The month's HTML report: the list in numbers, and how good the model that ranked it is.
+"""The month's report for a manager: whom to contact, what it should bring, who was left out, why.
 
-The model's quality and charts come from its MLflow run, opened on the project's store
-(the tracking URI is passed in, so no stray ``./mlflow.db`` appears where it is run).
+Written in Chinese by default (``publish.language``), as plain sentences and small
+tables. The model's quality is one sentence plus two charts from its MLflow run,
+opened on the project's store (the tracking URI is passed in, so no stray
+``./mlflow.db`` appears where it is run); the raw SHAP table stays in MLflow.
 """
 
 from __future__ import annotations
@@ -10,36 +12,164 @@ import base64
 import logging
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import pandas as pd
 from jinja2 import Template
 
 from models import registry
+from models.config import Economics
+
+if TYPE_CHECKING:
+    from pipelines.config import Settings
 
 log = logging.getLogger(__name__)
 
 CHARTS = ("evaluation/gains_lift.png", "evaluation/calibration.png")
 
+# every word the report shows, per language; codes that have no entry are shown as they are
+TEXT: dict[str, dict[str, str]] = {
+    "zh": {
+        "title": "{month} 挽留名单",
+        "summary": (
+            "本月对 {scored:,} 名用户评分，建议联系 {contact:,} 人；另有 {control:,} 人随机留作对照组，"
+            "不联系，用来事后衡量挽留的真实效果。其中 {callbacks:,} 人有未处理的投诉，需要回电。"
+        ),
+        "saves": (
+            "如果按名单联系（不含对照组），预计可留住约 {saves:,.0f} 名本会流失的用户，"
+            "保住的价值约 {saved:,.0f} 元；扣除优惠和联系成本后，预计净收益约 {profit:,.0f} 元。"
+        ),
+        "h_channels": "按渠道需要联系的人数",
+        "channel": "渠道",
+        "people": "人数",
+        "value_at_risk": "面临流失的价值（元）",
+        "h_excluded": "没有进入名单的用户及原因",
+        "reason": "原因",
+        "no_excluded": "本月没有用户被排除。",
+        "h_model": "模型有多准",
+        "model": (
+            "模型 {model} 第 {version} 版在 {test_period} 的数据上检验：这是最近一个已经知道谁流失了的月份，"
+            "训练时没有用过，所以检验结果接近实际使用的效果。"
+            "AUC {auc}, top-decile lift {lift}，即名单前 10% 用户的流失率是平均水平的 {lift} 倍。"
+        ),
+        "h_reasons": "名单上最常见的流失原因（每人最多三条）",
+        "h_diff": "与上月名单相比",
+        "change": "变化",
+        "why": "说明",
+        "no_diff": "没有上月名单可以比较。",
+        "footer": "每位用户的详细原因在名单文件里；模型的特征重要性（SHAP）记录在 MLflow 运行 {run_id} 中。",
+    },
+    "en": {
+        "title": "Retention list {month}",
+        "summary": (
+            "{scored:,} subscribers were scored this month; {contact:,} should be contacted. "
+            "Another {control:,} were set aside at random as a control group and are not "
+            "contacted, so the real effect of retention can be measured. {callbacks:,} have an "
+            "open complaint and need a call back."
+        ),
+        "saves": (
+            "Working the list (control group excluded) should keep about {saves:,.0f} subscribers "
+            "who would otherwise leave, worth about {saved:,.0f} CNY; after offers and contact "
+            "costs the expected net gain is about {profit:,.0f} CNY."
+        ),
+        "h_channels": "Whom to contact, per channel",
+        "channel": "channel",
+        "people": "subscribers",
+        "value_at_risk": "value at risk (CNY)",
+        "h_excluded": "Who is not on the list, and why",
+        "reason": "reason",
+        "no_excluded": "Nobody was excluded this month.",
+        "h_model": "How good the model is",
+        "model": (
+            "Model {model} v{version} was tested on {test_period}: the latest month for which "
+            "we already know who left, never used in training, so the test shows how it does "
+            "in real use. AUC {auc}, top-decile lift {lift}: the top 10% of the list leave "
+            "{lift} times as often as the average subscriber."
+        ),
+        "h_reasons": "Most common reasons on the list (up to three each)",
+        "h_diff": "Against last month's list",
+        "change": "change",
+        "why": "why",
+        "no_diff": "No earlier list to compare with.",
+        "footer": "Each subscriber's reasons are in the list files; the model's SHAP importances are in MLflow run {run_id}.",
+    },
+}
+LABELS: dict[str, dict[str, str]] = {
+    "zh": {
+        "account_manager": "客户经理",
+        "call_centre": "呼叫中心",
+        "sms_app": "短信/APP",
+        "control_group": "随机对照组（衡量效果，不联系）",
+        "do_not_contact": "本人要求不被联系",
+        "contacted_within_cycle": "最近已联系过，未到再次联系的时间",
+        "silent_winback": "号码已停止使用，转入赢回名单",
+        "not_profitable": "联系的成本高于预期收益",
+        "over_capacity": "超出渠道本月的处理能力",
+        "new": "新进入",
+        "still_on_list": "仍在名单上",
+        "dropped": "移出名单",
+        "first list": "第一份名单",
+        "newly at risk": "新出现流失风险",
+        "still at risk": "仍有流失风险",
+        "left the base (churned or no longer active)": "已离网或不再活跃",
+        "no longer profitable to contact": "联系已不划算",
+        "below the capacity cut": "超出渠道本月的处理能力",
+    },
+    "en": {
+        "account_manager": "account manager",
+        "call_centre": "call centre",
+        "sms_app": "SMS / app",
+        "control_group": "random control group (measures the effect; not contacted)",
+        "do_not_contact": "asked not to be contacted",
+        "contacted_within_cycle": "contacted recently; not due again yet",
+        "silent_winback": "line gone silent: on the win-back list",
+        "not_profitable": "a contact would cost more than it brings",
+        "over_capacity": "beyond the channel's capacity this month",
+        "new": "new",
+        "still_on_list": "still on the list",
+        "dropped": "dropped",
+    },
+}
+
 REPORT = Template(
-    """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Retention list {{ month }}</title>
-<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}
-td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#1F4E78;color:#fff}
-img{max-width:520px;margin:0 1em 1em 0}</style></head><body>
-<h1>Retention list {{ month }}</h1>
-<p>Model <b>{{ model }}</b> v{{ version }} (MLflow run <code>{{ run_id }}</code>). {{ selected }} subscribers selected out of
-{{ scored }} scored; {{ control }} held out as control group; {{ callbacks }} complaint callbacks due.
-Expected value at risk on the list: {{ "{:,.0f}".format(var) }} CNY; expected retention profit: {{ "{:,.0f}".format(profit) }} CNY.</p>
-<h2>How good is the model (out-of-time test {{ test_period }})</h2>
-<p>AUC {{ "%.3f"|format(metrics.roc_auc) }}, top-decile lift {{ "%.2f"|format(metrics.top_decile_lift) }},
-calibration error {{ "%.4f"|format(metrics.ece) }}.</p>
+    """<!doctype html><html lang="{{ lang }}"><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>body{font-family:sans-serif;margin:2em;max-width:1000px;line-height:1.5}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px}
+th{background:#1F4E78;color:#fff;text-align:left}td.n{text-align:right}
+img{max-width:480px;margin:0 1em 1em 0}</style></head><body>
+<h1>{{ title }}</h1>
+<p>{{ summary }}</p>
+<p>{{ saves }}</p>
+{% for section in sections %}<h2>{{ section.title }}</h2>
+{% if section.rows %}<table><tr>{% for h in section.header %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in section.rows %}<tr>{% for cell in row %}<td{% if cell[:1].isdigit() %} class="n"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% else %}<p>{{ section.empty }}</p>{% endif %}
+{% endfor %}<h2>{{ t.h_model }}</h2>
+<p>{{ model }}</p>
 {% for img in images %}<img src="data:image/png;base64,{{ img }}">{% endfor %}
-<h2>Top drivers (mean |SHAP|)</h2>{{ drivers }}
-<h2>List size by tier and channel</h2>{{ by_tier }}{{ by_channel }}
-<h2>Main reasons on the list</h2>{{ by_reason }}
-<h2>Change against last month</h2>{{ diff }}
+<p><small>{{ footer }}</small></p>
 </body></html>"""
 )
+
+
+def _n(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _images(tracking_uri: str, run_id: str) -> list[str]:
+    """The model's charts from its MLflow run; a report without a chart is still a report."""
+    images = []
+    with tempfile.TemporaryDirectory() as d:
+        for name in CHARTS:
+            try:
+                p = mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=name, dst_path=d, tracking_uri=tracking_uri
+                )
+                images.append(base64.b64encode(Path(p).read_bytes()).decode())
+            except Exception as e:
+                log.warning("chart %s not available: %s", name, e)
+    return images
 
 
 def render(
@@ -49,42 +179,81 @@ def render(
     diff: pd.DataFrame,
     scored: pd.DataFrame,
     manifest: dict,
+    settings: Settings | None = None,
 ) -> str:
-    """The report of a published month; a chart or the drivers missing in MLflow are left out."""
+    """The report of a published month, in ``settings.publish.language`` (Chinese without settings).
+
+    ``lst`` is the contact list; rows of the control group, if present, are left out of
+    every number a manager acts on. Exclusions come from the manifest's counts.
+    """
+    lang = settings.publish.language if settings is not None else "zh"
+    t, label = TEXT[lang], dict(LABELS[lang])
+    if settings is not None:  # reason codes by the names the reason config gives them
+        label |= {g: getattr(rg, lang) for g, rg in settings.reasons.groups.items()}
+    economics = settings.economics if settings is not None else Economics()
+    if "control_group" in lst.columns:
+        lst = lst[~lst["control_group"].astype(bool)]
+    counts = manifest.get("counts", {})
     run_id = manifest["run_id"]
     run = registry.connect(tracking_uri).get_run(run_id)
     metrics = {
         k.removeprefix("test_"): v for k, v in run.data.metrics.items() if k.startswith("test_")
     }
-    images = []
-    with tempfile.TemporaryDirectory() as d:
-        for name in CHARTS:
-            try:
-                p = mlflow.artifacts.download_artifacts(
-                    run_id=run_id, artifact_path=name, dst_path=d, tracking_uri=tracking_uri
-                )
-                images.append(base64.b64encode(Path(p).read_bytes()).decode())
-            except Exception as e:  # a report without a chart is still a report
-                log.warning("chart %s not available: %s", name, e)
-        try:
-            p = mlflow.artifacts.download_artifacts(
-                run_id=run_id,
-                artifact_path=f"explanations/{month}/shap_importance.csv",
-                dst_path=d,
-                tracking_uri=tracking_uri,
-            )
-            drivers = pd.read_csv(p).head(12).to_html(index=False, float_format="%.4f")
-        except Exception:
-            drivers = "<p>not available</p>"
-    reasons = pd.concat([lst[f"reason_{k}"] for k in (1, 2, 3)]).dropna()
-    by_reason = reasons.value_counts().rename("subscribers (any of top 3)").to_frame().to_html()
+
+    p = lst["p_churn"].astype(float)
+    saves = float((p * economics.acceptance_rate).sum())
+    saved = float(economics.acceptance_rate * lst["value_at_risk"].astype(float).sum())
+    control = int(counts.get("control_group", 0))
+    summary = t["summary"].format(
+        scored=len(scored), contact=len(lst), control=control,
+        callbacks=int(lst["complaint_callback"].sum()) if "complaint_callback" in lst else 0,
+    )  # fmt: skip
+    saves_text = t["saves"].format(
+        saves=saves, saved=saved, profit=float(lst["expected_profit"].sum())
+    )
+
+    by_channel = lst.groupby("channel", sort=False).agg(
+        n=("p_churn", "size"), var=("value_at_risk", "sum")
+    )
+    by_channel = by_channel.sort_values("n", ascending=False)
+    excluded = {k: int(v) for k, v in (counts.get("excluded") or {}).items() if v}
+    if control:
+        excluded = {"control_group": control} | excluded
+    reasons = pd.concat(
+        [lst[c] for c in ("reason_1", "reason_2", "reason_3") if c in lst.columns]
+    ).dropna()
+    changes = diff.groupby(["change", "why"]).size() if len(diff) else pd.Series(dtype=int)
+    sections = [
+        {
+            "title": t["h_channels"],
+            "header": [t["channel"], t["people"], t["value_at_risk"]],
+            "rows": [[label.get(ch, ch), _n(n), _n(v)] for ch, n, v in by_channel.itertuples()],
+        },
+        {
+            "title": t["h_excluded"],
+            "header": [t["reason"], t["people"]],
+            "rows": [[label.get(k, k), _n(v)] for k, v in excluded.items()],
+            "empty": t["no_excluded"],
+        },
+        {
+            "title": t["h_reasons"],
+            "header": [t["reason"], t["people"]],
+            "rows": [[label.get(k, k), _n(v)] for k, v in reasons.value_counts().head(10).items()],
+        },
+        {
+            "title": t["h_diff"],
+            "header": [t["change"], t["why"], t["people"]],
+            "rows": [[label.get(c, c), label.get(w, w), _n(n)] for (c, w), n in changes.items()],
+            "empty": t["no_diff"],
+        },
+    ]
+    model = t["model"].format(
+        model=manifest.get("model", ""), version=manifest.get("model_version", ""),
+        test_period=run.data.params.get("test_period", "?"),
+        auc=f"{metrics.get('roc_auc', float('nan')):.3f}",
+        lift=f"{metrics.get('top_decile_lift', float('nan')):.2f}",
+    )  # fmt: skip
     return REPORT.render(
-        month=month, model=manifest["model"], version=manifest["model_version"], run_id=run_id,
-        selected=len(lst), scored=len(scored), control=int(lst.control_group.sum()),
-        callbacks=int(lst.complaint_callback.sum()), var=float(lst.value_at_risk.sum()),
-        profit=float(lst.expected_profit.sum()), test_period=run.data.params.get("test_period", ""),
-        metrics=metrics, images=images, drivers=drivers,
-        by_tier=lst.value_tier.value_counts().to_frame("subscribers").to_html(),
-        by_channel=lst.channel.value_counts().to_frame("subscribers").to_html(),
-        by_reason=by_reason, diff=diff.groupby(["change", "why"]).size().rename("subscribers").to_frame().to_html(),
+        lang=lang, t=t, title=t["title"].format(month=month), summary=summary, saves=saves_text, sections=sections, model=model,
+        images=_images(tracking_uri, run_id), footer=t["footer"].format(run_id=run_id),
     )  # fmt: skip

@@ -42,6 +42,41 @@ def _contact_history(path: Path) -> pd.DataFrame | None:
     return h
 
 
+# snapshot features the lists need (win-back, renewal, reminders); read from the snapshot
+# when the scores file does not carry them
+SNAPSHOT_COLUMNS = [
+    "calls_1m", "data_mb_1m", "calls_change_vs_prev3m", "data_mb_change_vs_prev3m",
+    "has_contract", "months_to_contract_end", "alert_bill", "arpu_1m",
+    "points_balance", "points_redeemed_6m", "arrears",
+]  # fmt: skip
+
+
+def _with_snapshot(settings: Settings, scored: pd.DataFrame, month: str) -> pd.DataFrame:
+    """The scores with the snapshot columns they lack, joined on the number (internal)."""
+    missing = [c for c in SNAPSHOT_COLUMNS if c not in scored.columns]
+    if not missing:
+        return scored
+    try:
+        snap = store.read_snapshots(settings.path("features"), [month])
+    except FileNotFoundError:
+        log.warning("no feature snapshot of %s: win-back, renewal and reminders are empty", month)
+        return scored
+    have = [c for c in missing if c in snap.columns]
+    return scored.merge(snap[["msisdn", *have]], on="msisdn", how="left")
+
+
+def _write_control(settings: Settings, control: pd.DataFrame, month: str) -> Path:
+    """The held-out subscribers, full numbers, next to the scores (owner-only): for measurement."""
+    path = scores_path(settings.path("scores"), month).with_name("control_group.parquet")
+    tmp = path.with_name(f".{path.name}.tmp")
+    keep = ["msisdn", "subscriber_key", "value_tier", "channel", "p_churn", "value",
+            "value_at_risk", "expected_profit", "snapshot_month", "model_version"]  # fmt: skip
+    control.reindex(columns=keep).to_parquet(tmp, index=False)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
+
+
 def _decide(settings: Settings, scored: pd.DataFrame, month: str) -> pd.DataFrame:
     """Every scored subscriber ranked, with the policy's verdict (selected, channel, exclusion)."""
     cfg = settings.publish
@@ -67,14 +102,22 @@ def _swap_in(settings: Settings, stage: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def publish(settings: Settings, month: str | None = None) -> dict:
-    """Apply the outreach policy to the scores and write the month's lists, manifest, diff and report."""
+def publish(settings: Settings, month: str | None = None, published: dt.date | None = None) -> dict:
+    """Apply the outreach policy to the scores and write the month's lists, manifest, diff and report.
+
+    ``published`` (default: today, UTC) is the day the lists appear; callback due dates
+    are judged against it.
+    """
     month = month or store.latest_month(settings.path("features"))
-    scored = pd.read_parquet(scores_path(settings.path("scores"), month))
+    published = published or dt.datetime.now(dt.UTC).date()
+    scored = _with_snapshot(
+        settings, pd.read_parquet(scores_path(settings.path("scores"), month)), month
+    )
     decided = _decide(settings, scored, month)
     root = settings.path("outputs") / "retention"
-    made = lists.build(settings, decided, month, root)
+    made = lists.build(settings, decided, month, root, published)
     lst, diff = made.rows, made.diff
+    control_file = _write_control(settings, made.control, month)
 
     final = root / month
     stage = root / f".{month}.tmp"
@@ -82,22 +125,26 @@ def publish(settings: Settings, month: str | None = None) -> dict:
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
     exports.write_all_formats(lst, stage, "all")
-    for ch, part in lst.groupby("channel"):
-        exports.write_all_formats(part.reset_index(drop=True), stage, str(ch))
+    for name, part in made.lists.items():
+        exports.write_all_formats(part, stage, name, xlsx=False)
+    lang = settings.publish.language
+    sheets = exports.write_workbook(made.lists, stage / f"retention_{month}.xlsx", lang)
     diff.to_csv(stage / "diff.csv", index=False, encoding="utf-8-sig")
     counts = {
         "scored": len(scored),
         "selected": int(len(lst)),
-        "contact": int((~lst.control_group).sum()),
-        "control_group": int(lst.control_group.sum()),
+        "contact": int(len(lst)),
+        "control_group": len(made.control),
         "complaint_callbacks": int(lst.complaint_callback.sum()),
         "by_channel": lst.channel.value_counts().to_dict(),
         "by_tier": lst.value_tier.value_counts().to_dict(),
+        "lists": {name: len(part) for name, part in made.lists.items()},
         "excluded": decided.exclusion.value_counts().to_dict(),
         "diff": diff.change.value_counts().to_dict(),
     }
     manifest = {
         "snapshot_month": month,
+        "published_on": str(published),
         "model": settings.model.name,
         "model_version": str(scored["model_version"].iat[0]),
         "run_id": str(scored["run_id"].iat[0]),
@@ -107,13 +154,16 @@ def publish(settings: Settings, month: str | None = None) -> dict:
         "msisdn_masked": not settings.publish.show_full_msisdn,
         "subscriber_key": {"kind": "HMAC-SHA256", "key_id": made.key_id},
         "counts": counts,
+        "control_group_file": f"<scores>/{month}/{control_file.name}",
+        "workbook": {"file": f"retention_{month}.xlsx", "language": lang, "sheets": sheets},
         "files": sorted(p.name for p in stage.iterdir()) + ["manifest.json", "report.html"],
     }
     (stage / "manifest.json").write_text(
         json.dumps(manifest, indent=1, ensure_ascii=False, default=str), encoding="utf-8"
     )
+    # the report is made from the contact rows; the control group is counted in the manifest
     (stage / "report.html").write_text(
-        report.render(settings.tracking_uri(), month, lst, diff, scored, manifest),
+        report.render(settings.tracking_uri(), month, lst, diff, scored, manifest, settings),
         encoding="utf-8",
     )
     _swap_in(settings, stage, final)

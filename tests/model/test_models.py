@@ -23,13 +23,14 @@ from models.evaluate import expected_calibration_error, lift_at
 from pipelines import steps
 from pipelines.lake.errors import ChurnError
 from pipelines.synth.deliver import load_truth
+from tests.worlds import load_model
 
 
 @pytest.fixture(scope="module")
 def test_month(trained):
     s, res = trained
     df = read_snapshots(s.path("features"), [res.test_period])
-    model = mlflow.sklearn.load_model(res.model_uri)
+    model = load_model(s, res.model_uri)
     return df[df.label_churn.notna()].reset_index(drop=True), model
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 import subprocess
 import sys
 
@@ -16,6 +17,8 @@ import pytest
 from features.store import read_snapshots
 from models import explain
 from pipelines.publish.exports import neutralise, write_xlsx
+from tests.leaks import contents, known_numbers
+from tests.worlds import load_model
 
 MOBILE = re.compile(rb"(?<![\d.])1[3-9]\d{9}(?!\d)")  # not inside a decimal fraction
 
@@ -32,7 +35,7 @@ def test_scores_every_active_subscriber_of_the_latest_snapshot_with_the_champion
 
 def test_fast_shap_matches_shap_tree_explainer(trained):
     s, res = trained
-    model = mlflow.sklearn.load_model(res.model_uri)
+    model = load_model(s, res.model_uri)
     X = (
         read_snapshots(s.path("features"), ["2025-11"])[list(model.feature_names_in_)]
         .astype(float)
@@ -59,41 +62,164 @@ def test_global_explanations_are_logged_to_the_model_run(published):
     assert sum("shap_dependence_" in n for n in names) == 3
 
 
+NOTHING = re.compile(r"n/a|nan|-0(?:\.0+)?(?![.\d])|(?:^|[;；]\s*)0 ", re.I)
+PAIR = re.compile(
+    r"(-?[\d.]+)%?(?: CNY)?(?: of calls over 3 months| of all| this month)?, "
+    r"(up|down|above|below) (?:from|the 3-month average of) (-?[\d.]+)"
+)
+PAIR_ZH = re.compile(
+    r"(-?[\d.]+)%?元?，(?:较此前|)(上升|下降|高于|低于)?(?:近3月平均)?(-?[\d.]+)%?元?(上升|下降)?"
+)
+
+
+def _pairs(text: str, zh: bool) -> list[tuple[float, str, float]]:
+    """(now, direction, before) for every directed comparison in one text."""
+    if not zh:
+        return [(float(a), w, float(b)) for a, w, b in PAIR.findall(text)]
+    out = []
+    for a, w1, b, w2 in PAIR_ZH.findall(text):
+        if w1 or w2:
+            out.append((float(a), w1 or w2, float(b)))
+    return out
+
+
 def test_reason_texts_carry_the_subscribers_own_values(published):
+    """Over every text of the published scores: nothing empty-headed, every direction true."""
     s, sc, _, _ = published
     scores = pd.read_parquet(sc.path)
     feats = read_snapshots(s.path("features"), [sc.month]).set_index("msisdn")
-    checked = 0
+    rising = {"up", "above", "上升", "高于"}
+    texts = directed = checked = 0
     for _, row in scores.iterrows():
         f = feats.loc[row.msisdn]
         for k in (1, 2, 3):
-            g, text = row[f"reason_{k}"], row[f"reason_{k}_en"]
-            if g == "service_complaints":
-                assert text.startswith(
-                    f"{f.complaints_90d:.0f} complaints in 90 days, {f.open_complaints:.0f} still open"
+            g = row[f"reason_{k}"]
+            en, zh = row[f"reason_{k}_en"], row[f"reason_{k}_zh"]
+            assert (en == "") == (zh == "") == pd.isna(g), (g, en, zh)
+            for text, is_zh in ((en, False), (zh, True)):
+                if not text:
+                    continue
+                texts += 1
+                assert not NOTHING.search(text), text
+                for now, word, before in _pairs(text, is_zh):
+                    assert (now > before) if word in rising else (now < before), text
+                    directed += 1
+            if g == "service_complaints" and "complaints in 90 days" in en:
+                assert (
+                    f"complaints in 90 days: {f.complaints_90d:.0f}" in en and f.complaints_90d > 0
                 )
                 checked += 1
-            elif g == "usage_decline" and pd.notna(f.calls_change_vs_prev3m):
-                assert text.startswith(f"calls {f.calls_change_vs_prev3m:+.0%}")
-                assert f"{f.calls_change_vs_prev3m:+.0%}" in row[f"reason_{k}_zh"]
+            elif g == "usage_decline" and en.startswith("calls "):
+                word = "up" if f.calls_change_vs_prev3m > 0 else "down"
+                assert en.startswith(f"calls {word} {abs(f.calls_change_vs_prev3m):.0%}"), en
+                assert ("上升" if word == "up" else "下降") in zh
                 checked += 1
-    assert checked > 50
+    assert texts > 1000 and directed > 100 and checked > 50, (texts, directed, checked)
+    assert (scores.offer_code != "").mean() > 0.5
+    said = scores[scores.offer_code != ""]
+    assert (said.offer_zh != "").all() and (said.say_zh != "").all() and (said.say_en != "").all()
+
+
+LISTS = ("callbacks", "winback", "renewal", "reminders")
 
 
 def test_exports_exist_in_every_format_with_manifest_and_report(published):
     s, sc, manifest, _ = published
     folder = s.path("outputs") / "retention" / sc.month
-    for stem in ["all", *manifest["counts"]["by_channel"]]:
-        for ext in ("csv", "xlsx", "parquet"):
+    for ext in ("csv", "xlsx", "parquet"):
+        assert (folder / f"all.{ext}").exists(), ext
+    assert set(LISTS) <= set(manifest["counts"]["lists"])
+    for stem in manifest["counts"]["lists"]:
+        for ext in ("csv", "parquet"):
             assert (folder / f"{stem}.{ext}").exists(), (stem, ext)
+    assert (folder / f"retention_{sc.month}.xlsx").exists()
     assert (folder / "report.html").read_text(encoding="utf-8").count("<img") == 2
     m = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     assert {"model_version", "run_id", "snapshot_month", "counts", "config_fingerprint"} <= set(m)
     lst = pd.read_parquet(folder / "all.parquet")
-    assert len(lst) == m["counts"]["selected"] > 0
+    assert len(lst) == m["counts"]["selected"] == m["counts"]["contact"] > 0
     assert (lst.list_rank == np.arange(1, len(lst) + 1)).all()
-    assert lst.control_group.mean() == pytest.approx(s.publish.control_share, abs=0.03)
+    assert "control_group" not in lst.columns
+    held = m["counts"]["control_group"]
+    pool = held + len(lst) - m["counts"]["complaint_callbacks"]
+    assert held / pool == pytest.approx(s.publish.control_share, abs=0.03)
     assert (folder / "all.csv").read_bytes().startswith(b"\xef\xbb\xbf")  # UTF-8 BOM for Excel
+
+
+def _control(s, month) -> pd.DataFrame:
+    return pd.read_parquet(s.path("scores") / month / "control_group.parquet")
+
+
+def test_the_control_group_is_kept_apart_for_measurement_and_owner_only(published):
+    s, sc, manifest, _ = published
+    path = s.path("scores") / sc.month / "control_group.parquet"
+    control = _control(s, sc.month)
+    assert len(control) == manifest["counts"]["control_group"] > 0
+    assert control.msisdn.str.fullmatch(r"1\d{10}").all()  # full numbers: internal only
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_no_control_row_in_any_contact_sheet_or_file(published):
+    s, sc, _, _ = published
+    folder = s.path("outputs") / "retention" / sc.month
+    held = set(_control(s, sc.month).subscriber_key)
+    files = list(folder.glob("*.parquet"))
+    assert len(files) > 5
+    for p in files:
+        assert not held & set(pd.read_parquet(p).subscriber_key), p.name
+    for p in folder.glob("*.csv"):
+        df = pd.read_csv(p, dtype=str, encoding="utf-8-sig")
+        assert not held & set(df.subscriber_key), p.name
+    wb = openpyxl.load_workbook(folder / f"retention_{sc.month}.xlsx")
+    cells = {c.value for ws in wb.worksheets for row in ws.iter_rows() for c in row}
+    assert not held & cells
+
+
+def test_ranks_restart_per_channel_and_win_back_is_off_the_retention_list(published):
+    s, sc, manifest, _ = published
+    folder = s.path("outputs") / "retention" / sc.month
+    channels = [n for n in manifest["counts"]["lists"] if n.startswith("retention_")]
+    assert channels
+    retention = set()
+    for name in channels:
+        part = pd.read_parquet(folder / f"{name}.parquet")
+        assert (part.channel_rank == np.arange(1, len(part) + 1)).all(), name
+        retention |= set(part.subscriber_key)
+    winback = pd.read_parquet(folder / "winback.parquet")
+    assert len(winback) > 0 and not retention & set(winback.subscriber_key)
+    assert not set(pd.read_parquet(folder / "all.parquet").subscriber_key) & set(
+        winback.subscriber_key
+    )
+    cb = pd.read_parquet(folder / "callbacks.parquet")
+    published_on = pd.Timestamp(manifest["published_on"])
+    late = pd.to_datetime(cb.callback_due) < published_on
+    assert (cb.callback_overdue == late).all()
+    assert (pd.to_datetime(cb.due) >= published_on).all()
+
+
+def test_the_month_workbook_agents_open(published):
+    s, sc, manifest, _ = published
+    wb = openpyxl.load_workbook(
+        s.path("outputs") / "retention" / sc.month / f"retention_{sc.month}.xlsx"
+    )
+    assert wb.sheetnames == manifest["workbook"]["sheets"] and wb.sheetnames[-1] == "说明"
+    assert {"投诉回访", "挽回-沉默用户", "合约续约", "提醒服务"} <= set(wb.sheetnames)
+    legend = {r[0].value for r in wb["说明"].iter_rows(min_row=2)}
+    for ws in wb.worksheets:
+        assert ws.page_setup.orientation == "landscape" and ws.print_title_rows == "$1:$1"
+        assert ws.sheet_properties.pageSetUpPr.fitToPage and ws.page_setup.fitToHeight == 0
+        head = [c.value for c in ws[1]]
+        if ws.title != "说明":
+            assert set(head) <= legend, ws.title
+            assert all(re.search(r"[\u4e00-\u9fff]", h) for h in head), head
+        for row in ws.iter_rows(min_row=2):
+            for c in row:
+                assert c.data_type not in ("f", "b"), (ws.title, c.coordinate)
+                assert not (isinstance(c.value, str) and c.value.startswith("'")), c.coordinate
+    ws = wb[[n for n in wb.sheetnames if n.startswith("维系")][0]]
+    assert [c.value for c in ws[1]][:8] == [
+        "序号", "手机号码", "客户等级", "沟通话术", "推荐优惠", "离网原因", "客户价值(元)", "完成期限",
+    ]  # fmt: skip
 
 
 def test_publishing_in_a_fresh_process_reads_the_projects_mlflow_store(published, tmp_path):
@@ -116,7 +242,7 @@ def test_xlsx_opens_with_chinese_text_intact_and_a_styled_frozen_filtered_header
     wb = openpyxl.load_workbook(s.path("outputs") / "retention" / sc.month / "all.xlsx")
     ws = wb.active
     header = [c.value for c in ws[1]]
-    assert header[:4] == ["list_rank", "msisdn", "value_tier", "channel"]
+    assert header[:4] == ["list_rank", "channel_rank", "msisdn", "value_tier"]
     assert ws["A1"].font.bold and ws.freeze_panes == "A2" and ws.auto_filter.ref
     col = header.index("reason_1_zh") + 1
     texts = [ws.cell(r, col).value for r in range(2, ws.max_row + 1) if ws.cell(r, col).value]
@@ -147,22 +273,23 @@ def test_no_cell_of_the_published_lists_is_a_formula(published):
     folder = s.path("outputs") / "retention" / sc.month
     df = pd.read_csv(folder / "all.csv", dtype=str, keep_default_na=False, encoding="utf-8-sig")
     assert not df.apply(lambda c: c.str.match(r"^[=+@]")).any().any()
-    ws = openpyxl.load_workbook(folder / "all.xlsx").active
-    assert not any(c.data_type == "f" for row in ws.iter_rows() for c in row)
+    for name in ("all.xlsx", f"retention_{sc.month}.xlsx"):
+        for ws in openpyxl.load_workbook(folder / name).worksheets:
+            assert not any(c.data_type == "f" for row in ws.iter_rows() for c in row)
+    for p in folder.glob("*.csv"):
+        df = pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        assert not df.apply(lambda c: c.str.match(r"^[=+@]")).any().any(), p.name
 
 
 def test_no_unmasked_number_in_any_published_file(published):
     s, sc, _, _ = published
     files = [p for p in (s.path("outputs")).rglob("*") if p.is_file()]
     assert files
-    for p in files:
-        data = p.read_bytes()
-        if p.suffix == ".xlsx":
-            import zipfile
-
-            with zipfile.ZipFile(p) as z:
-                data = b"".join(z.read(n) for n in z.namelist())
-        assert not MOBILE.search(data), p
+    known = known_numbers(s)
+    for p in files:  # what a reader sees: Parquet decoded, XLSX unzipped (raw Parquet bytes
+        data = contents(p)  # hold runs of digits that are no number at all)
+        hits = {m.group(0).decode() for m in MOBILE.finditer(data)}
+        assert not hits & known, (p, sorted(hits & known)[:3])
     lst = pd.read_parquet(s.path("outputs") / "retention" / sc.month / "all.parquet")
     assert lst.msisdn.str.fullmatch(r"1\d\d\*{4}\d{4}").all()
 
@@ -176,4 +303,5 @@ def test_diff_against_last_month(published):
     assert {"new", "dropped"} <= set(diff.change)
     assert diff[diff.change == "dropped"].why.notna().all()
     prev_list = pd.read_parquet(s.path("outputs") / "retention" / prev.month / "all.parquet")
-    assert (diff.change != "new").sum() == len(prev_list)
+    held = set(_control(s, sc.month).subscriber_key)  # held back now: not in the diff at all
+    assert (diff.change != "new").sum() == len(set(prev_list.subscriber_key) - held)

@@ -33,3 +33,58 @@ def test_synth_command_writes_a_small_world(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "landing").glob("billing_*.csv")) == [
         "billing_202501.csv", "billing_202502.csv", "billing_202503.csv",
     ]  # fmt: skip
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("bad", ["2025-13", "2025-00", "2025-1", "25-01", "2025/01", "latest"])
+def test_a_month_that_is_not_a_month_is_a_usage_error(bad):
+    from pipelines.cli import check_month
+    from pipelines.lake.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"is not a month \(YYYY-MM\)") as e:
+        check_month(bad)
+    assert e.value.exit_code == 2
+
+
+def test_a_real_month_passes():
+    from pipelines.cli import check_month
+
+    assert check_month("2025-12") == "2025-12"
+
+
+def _cfg(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"paths:\n  data_dir: {tmp_path / 'data'}\n")
+    return str(cfg)
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["publish", "--month", "2025-13"], "error: --month 2025-13 is not a month (YYYY-MM)"),
+        (["score", "--month", "2025-13", "--no-prefect"], "error: --month 2025-13 is not a month"),
+        (["refresh", "--month", "2025-13"], "error: --month 2025-13 is not a month"),
+        (["features", "--month", "2025-02", "--no-prefect"], "error: --month 2025-02: no billing"),
+        (["score", "--month", "2025-02", "--no-prefect"], "error: --month 2025-02: no feature"),
+        (["publish", "--month", "2025-02", "--no-prefect"], "error: --month 2025-02: no scores"),
+        (["train", "--table", "nope.csv"], "error: --table nope.csv: no such file"),
+    ],
+)  # fmt: skip
+def test_usage_errors_are_one_line_with_exit_2(tmp_path, monkeypatch, capsys, args, says):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:  # through _App, as the console script runs it
+        app(["--config", _cfg(tmp_path), *args], prog_name="churn")
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(says), lines
+    assert not (tmp_path / "data" / "outputs").exists()
+
+
+def test_score_and_publish_run_without_prefect():
+    import typer
+
+    commands = typer.main.get_command(app).commands
+    for name in ("ingest", "features", "train", "score", "publish"):
+        assert "no_prefect" in {p.name for p in commands[name].params}, name
