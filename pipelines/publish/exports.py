@@ -86,6 +86,7 @@ SHEET_NAMES = {
     "legend": ("说明", "Legend"),
 }
 YES_NO = {"zh": ("是", "否"), "en": ("yes", "no")}
+TIERS = {"zh": {"member": "会员", "vip": "贵宾", "ordinary": "普通"}}  # how agents name the tiers
 WIDE = {"say", "offer", "reasons", "last_complaint", "channel_reason", "reminder"}
 
 
@@ -110,6 +111,7 @@ def _sheet(wb, fmt: dict, df: pd.DataFrame, name: str, lang: str | None) -> None
     """One list: Chinese/English header repeated on every printed page, landscape, fit to width."""
     ws = wb.add_worksheet(name[:31])
     yes, no = YES_NO[lang or "en"]
+    tiers = TIERS.get(lang or "en", {})
     for j, c in enumerate(df.columns):
         ws.write_string(0, j, header(c, lang), fmt["head"])
         kind = "pct" if c == "p_churn" else "money" if c in MONEY_COLUMNS else "wrap"
@@ -126,6 +128,8 @@ def _sheet(wb, fmt: dict, df: pd.DataFrame, name: str, lang: str | None) -> None
                 ws.write_number(i, j, round(float(v)) if c in MONEY_COLUMNS else float(v))
             else:
                 text = str(v)  # a string cell is never a formula: no apostrophe needed
+                if df.columns[j] == "value_tier":
+                    text = tiers.get(text, text)
                 ws.write_string(i, j, text)
                 lines = max(lines, text.count("\n") + 1)
         if lines > 1:
