@@ -93,13 +93,19 @@ def remove_stale_temps(root: Path) -> None:
                 tmp.unlink(missing_ok=True)
 
 
-def read_snapshots(root: Path, which: list[str] | None = None) -> pd.DataFrame:
-    """Snapshots as one frame (msisdn included: callers drop it before anything leaves the lake)."""
+def read_snapshots(
+    root: Path, which: list[str] | None = None, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """Snapshots as one frame (msisdn included: callers drop it before anything leaves the lake).
+
+    ``columns`` reads only those (a label lookup need not read a hundred features).
+    """
     files = paths(root, which)
     if not files:
         wanted = f" for {which}" if which else ""
         raise FileNotFoundError(f"no feature snapshots{wanted} under {root}: build features first")
-    return pd.concat([pq.read_table(p).to_pandas() for p in files], ignore_index=True)
+    return pd.concat([pq.read_table(p, columns=columns).to_pandas() for p in files],
+                     ignore_index=True)  # fmt: skip
 
 
 def label_coverage(root: Path) -> dict[str, float]:

@@ -33,6 +33,10 @@ class Economics(Strict):
 
     incentive: float = Field(10.0, ge=0, description="CNY offered per contact")
     contact_cost: float = Field(1.0, ge=0, description="CNY per contact")
+    contact_cost_by_channel: dict[str, float] = Field(
+        default_factory=lambda: {"account_manager": 20.0, "call_centre": 5.0, "sms_app": 0.5},
+        description="CNY per contact by channel, for uplift targeting (else contact_cost)",
+    )
     acceptance_alpha: float = Field(
         6.0, gt=0, description="share of contacted churners who stay ~ Beta(alpha, beta)"
     )
@@ -142,6 +146,11 @@ class Action(Strict):
     say_en: str
     offer_zh: str
     offer_en: str
+    detail: list[ReasonFact] = Field(
+        default_factory=list,
+        description="facts with the subscriber's own numbers added to what to say; "
+        "the first that says something is used, none when none does",
+    )
 
 
 class Segment(Strict):
@@ -173,3 +182,48 @@ class ReasonConfig(Strict):
             if code not in self.offers:
                 raise ValueError(f"{who} names offer {code!r}, which is not in reasons.offers")
         return self
+
+
+class UpliftLGBMParams(Strict):
+    """LightGBM for the uplift meta-learners: small and regularised, since effects are faint."""
+
+    n_estimators: int = Field(100, ge=10)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_leaves: int = Field(7, ge=2)
+    max_depth: int = Field(-1, ge=-1, description="-1: no limit beyond num_leaves")
+    min_child_samples: int = Field(200, ge=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    subsample_freq: int = Field(1, ge=0)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    reg_lambda: float = Field(5.0, ge=0)
+    n_jobs: int = Field(2, ge=1)
+
+
+class UpliftConfig(Strict):
+    """How the effect of a contact is learned from randomised retention campaigns.
+
+    Contact costs are not here: they are the economics' (:class:`Economics`).
+    """
+
+    name: str = Field("churn-uplift", description="registered model name in MLflow")
+    min_campaign_months: int = Field(
+        3, ge=2, description="randomised contact months needed: at least one to learn from"
+    )
+    test_months: int = Field(
+        2, ge=1, description="the latest contact months, pooled, are the out-of-time test"
+    )
+    method: Literal["t", "x", "dr"] = Field(
+        "x", description="meta-learner: t (one model per arm), x (X-learner), dr (doubly robust)"
+    )
+    control: str = Field("control", description="treatment label of the uncontacted arm")
+    min_treated: int = Field(200, ge=1, description="an arm with fewer rows is dropped (warned)")
+    min_control: int = Field(200, ge=1, description="fewer control rows than this is an error")
+    n_folds: int = Field(2, ge=2, description="cross-fitting folds of the DR-learner")
+    propensity_model: Literal["logistic", "lgbm"] = Field(
+        "logistic", description="estimates P(arm | x) when the campaign's shares are not given"
+    )
+    propensity_clip: float = Field(
+        0.02, gt=0, lt=0.5, description="propensities are clipped to [clip, 1 - clip]"
+    )
+    seed: int = 42
+    lgbm: UpliftLGBMParams = Field(default_factory=UpliftLGBMParams)

@@ -211,7 +211,13 @@ def reason_texts(
         row["offer_code"] = code
         if code:
             a = reasons.offers[code]
-            row.update(say_zh=a.say_zh, say_en=a.say_en, offer_zh=a.offer_zh, offer_en=a.offer_en)
+            say_en, say_zh = a.say_en, a.say_zh
+            for fact in a.detail:  # the subscriber's own numbers make the opening concrete
+                said = fact_text(fact, rec)
+                if said is not None:
+                    say_en, say_zh = f"{said[0]} {say_en}", f"{said[1]}{say_zh}"
+                    break
+            row.update(say_zh=say_zh, say_en=say_en, offer_zh=a.offer_zh, offer_en=a.offer_en)
         rows.append(row)
     log.info("reasons: %d groups had nothing true to say and gave way to the next", skipped)
     cols = [f"reason_{k}{s}" for k in range(1, top + 1) for s in ("", "_en", "_zh", "_shap")]

@@ -88,6 +88,21 @@ def champion(tracking_uri: str, name: str) -> RegisteredVersion:
     return found
 
 
+def latest_version(tracking_uri: str, name: str) -> RegisteredVersion | None:
+    """The newest registered version of ``name`` under any alias (or none), with its run's params."""
+    client = connect(tracking_uri)
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    if not versions:
+        return None
+    mv = max(versions, key=lambda v: int(v.version))
+    run = client.get_run(mv.run_id)
+    return RegisteredVersion(name, str(mv.version), mv.run_id, dict(run.data.params),
+                             dict(run.data.metrics))  # fmt: skip
+
+
 def load(version: RegisteredVersion):
     """The fitted model of a registered version (the scikit-learn flavour: predict_proba, SHAP)."""
     return mlflow.sklearn.load_model(version.model_uri)

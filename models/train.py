@@ -192,7 +192,8 @@ def _log_datasets(
     )
     for context, d, periods in parts:
         cols = [c for c in dict.fromkeys(keep) if c in d.columns and c != "msisdn"]
-        ds = mlflow.data.from_pandas(d[cols], targets=label_col, name=f"churn-{context} {periods}")
+        frame = d[cols].astype({c: float for c in cols if pd.api.types.is_integer_dtype(d[c])})
+        ds = mlflow.data.from_pandas(frame, targets=label_col, name=f"churn-{context} {periods}")
         mlflow.log_input(ds, context=context)
 
 

@@ -329,6 +329,35 @@ def publish(
 
 
 @app.command()
+def campaigns(no_prefect: NoPrefectOption = False) -> None:
+    """Measure every campaign whose horizon has passed: churn of treated against control."""
+    s = settings()
+    if no_prefect:
+        got = _steps(s).measure_campaigns(s)
+        out = {"observed": len(got["campaigns"]), "waiting": len(got["waiting"]),
+               "power": got["power"], "campaigns": got["campaigns"]}  # fmt: skip
+    else:
+        out = _flows(s).campaigns_flow(s)
+    typer.echo(json.dumps(out, indent=2, ensure_ascii=False, default=str))
+
+
+@app.command()
+def simulate(
+    months: Annotated[int, typer.Option(min=1, help="Months with the system in the loop.")] = 3,
+    subscribers: Annotated[int | None, typer.Option(help="Subscribers in the world.")] = None,
+    history: Annotated[int | None, typer.Option(help="Months before the system joins.")] = None,
+) -> None:
+    """Run the synthetic operator with the system in the loop: last month's list is worked, measured."""
+    from pipelines.simulate import simulate as run
+
+    over = {k: v for k, v in dict(subscribers=subscribers, months=history).items() if v is not None}
+    s = settings({"synth": over} if over else None)
+    with _steps(s).settings_lock(s, "simulate"):
+        out = run(s, months)
+    typer.echo(json.dumps(out, indent=2, ensure_ascii=False, default=str))
+
+
+@app.command()
 def refresh(
     month: MonthOption = None,
     force_retrain: Annotated[bool, typer.Option(help="Retrain even when not due.")] = False,
@@ -353,36 +382,23 @@ def demo(
     over = {k: v for k, v in dict(subscribers=subscribers, months=months).items() if v is not None}
     s = settings({"synth": over} if over else None)
     summary_file = s.path("truth") / "summary.json"
-    wanted = {"seed": s.synth.seed, "subscribers": s.synth.subscribers, "months": s.synth.months}
+    from pipelines.synth.deliver import WORLD_VERSION
+
+    wanted = {"seed": s.synth.seed, "subscribers": s.synth.subscribers, "months": s.synth.months,
+              "world_version": WORLD_VERSION}  # fmt: skip
     have = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     if {k: have.get(k) for k in wanted} != wanted:
-        log.info("generating a synthetic operator: %s", wanted)
+        log.info("generating a synthetic operator: %s (derived state rebuilt)", wanted)
+        _steps(s).clear_derived(s)
         generate(s, s.path("landing"), s.path("truth"))
     else:
         log.info(
             "synthetic operator already in %s (same seed and size): reusing it", s.path("landing")
         )
     out = _flows(s).monthly_refresh(settings=s)
-    pub = out["publish"]
-    root = s.path("outputs") / "retention" / pub["month"]
-    typer.echo(
-        "\n".join(
-            [
-                "",
-                "Demo finished. Where things are:",
-                f"  extracts (landing)      {s.path('landing')}",
-                f"  Parquet lake            {s.path('lake')}",
-                f"  quarantine              {s.path('quarantine')}",
-                f"  ingest report           {s.path('reports') / 'ingest' / 'ingest_latest.json'}",
-                f"  feature snapshots       {s.path('features')}  (catalog: catalog.md)",
-                f"  MLflow store            {s.tracking_uri()}",
-                f"  retention lists         {root}  ({pub['counts']['selected']} subscribers, report.html)",
-                f"  model                   {out['train']}",
-                "",
-                f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {s.tracking_uri()} --host 127.0.0.1",
-            ]
-        )
-    )
+    from pipelines.demo import summary
+
+    typer.echo(summary(s, out))
 
 
 @app.command("prefect-yaml")

@@ -18,7 +18,8 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from features.config import ChurnDefinition, FeatureConfig
-from models.config import Economics, ModelConfig, ReasonConfig
+from models.config import Economics, ModelConfig, ReasonConfig, UpliftConfig
+from pipelines.campaigns.config import CampaignConfig
 from pipelines.ingest.config import IngestConfig, Sources
 from pipelines.lake.config import Numbering
 from pipelines.lake.config import Strict as _Strict
@@ -51,6 +52,9 @@ class Paths(_Strict):
         Path("mlflow"), description="MLflow store when model.tracking_uri is empty"
     )
     prefect_home: Path = Field(Path("prefect"), description="Prefect's local state")
+    campaigns: Path = Field(
+        Path("campaigns"), description="the campaign ledger and measured results (full numbers)"
+    )
     secrets: Path = Field(
         Path("secrets"), description="the subscriber-key secret: owner-only, never under outputs"
     )
@@ -120,8 +124,10 @@ class Settings(_Strict):
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     economics: Economics = Field(default_factory=Economics)
+    uplift: UpliftConfig = Field(default_factory=UpliftConfig)
     reasons: ReasonConfig
     publish: PublishConfig
+    campaigns: CampaignConfig = Field(default_factory=CampaignConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 

@@ -113,7 +113,7 @@ def subscriber_keys(msisdn: pd.Series, secret: bytes) -> pd.Series:
 
 PRIVATE_FOLDERS = (
     "lake", "quarantine", "features", "scores", "reports", "truth", "mlflow",
-    "prefect_home", "secrets",
+    "prefect_home", "secrets", "campaigns",
 )  # fmt: skip
 """Folders holding full numbers, or state derived from them: owner-only."""
 

@@ -12,6 +12,7 @@ second run waits ``orchestration.lock_timeout_seconds`` and then fails with
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import ParamSpec, TypeVar
 from pipelines.config import Settings
 from pipelines.ingest.report import IngestReport
 from pipelines.ingest.run import ingest_landing
+from pipelines.lake.config import check_month
+from pipelines.lake.errors import ChurnError, UsageError
 from pipelines.lake.lock import data_lock
 from pipelines.lake.numbers import mask_text
 from pipelines.privacy import protect
@@ -163,10 +166,33 @@ def train_table(
     )
 
 
+def given_month(settings: Settings, month: str | None, step: str) -> str | None:
+    """A month given to a step (by the CLI, a flow or a deployment) that the step can use.
+
+    A badly written month is a usage error; a month without the step's input is named
+    with what to run first. One line either way, and never retried.
+    """
+    if month is None:
+        return None
+    try:
+        check_month(month)
+    except ValueError as e:
+        raise UsageError(f"month: {e}") from None
+    from features import store
+    from models.score import scores_path
+
+    if step == "score" and month not in store.months(settings.path("features")):
+        raise ChurnError(f"month {month}: no feature snapshot; run churn features first")
+    if step == "publish" and not scores_path(settings.path("scores"), month).exists():
+        raise ChurnError(f"month {month}: not scored; run churn score first")
+    return month
+
+
 @writes_data("score")
 def score(settings: Settings, month: str | None = None):
     from models.score import score as run
 
+    month = given_month(settings, month, "score")
     return run(
         settings.path("features"),
         settings.path("scores"),
@@ -178,10 +204,57 @@ def score(settings: Settings, month: str | None = None):
 
 
 @writes_data("publish")
-def publish(settings: Settings, month: str | None = None) -> dict:
+def publish(settings: Settings, month: str | None = None, published: dt.date | None = None) -> dict:
     from pipelines.publish.run import publish as run
 
-    return run(settings, month)
+    return run(settings, given_month(settings, month, "publish"), published)
+
+
+@writes_data("train-uplift")
+def train_uplift(settings: Settings) -> dict:
+    """Learn the effect of contact from randomised campaigns; champion only if it beats risk."""
+    from models import registry
+    from models.uplift_train import too_little
+    from models.uplift_train import train_uplift as run
+    from pipelines.campaigns.uplift import training_frame
+
+    frame, feats = training_frame(settings)
+    months = sorted(frame["contact_month"].unique()) if len(frame) else []
+    if why := too_little(frame, settings.uplift):
+        return {"skipped": f"{why}: no uplift model, lists are ranked by value at risk"}
+    latest = registry.latest_version(settings.tracking_uri(), settings.uplift.name)
+    if latest is not None and latest.params.get("test_month", "").endswith(months[-1]):
+        return {"skipped": f"v{latest.version} already tested on {months[-1]}, the latest "
+                           "contact month with observed outcomes"}  # fmt: skip
+    res = run(
+        frame, feats, settings.uplift, tracking_uri=settings.tracking_uri(),
+        experiment=settings.model.experiment, artifacts=settings.path("mlflow") / "artifacts",
+        lineage={"contact_months": months, "rows": len(frame),
+                 "arms": frame["treatment"].value_counts().to_dict()},
+    )  # fmt: skip
+    return res.summary()
+
+
+@writes_data("campaigns")
+def measure_campaigns(settings: Settings) -> dict:
+    """Treated against control for every campaign whose horizon is observed."""
+    from pipelines.campaigns.run import measure_all
+
+    return measure_all(settings)
+
+
+DERIVED = ("lake", "quarantine", "features", "scores", "outputs", "reports", "campaigns",
+           "mlflow")  # fmt: skip
+"""Everything the system derives from the extracts: rebuilt when a new world replaces them."""
+
+
+def clear_derived(settings: Settings) -> None:
+    """Remove the derived state (and the CRM extract of a generated world) before a new world."""
+    import shutil
+
+    for name in DERIVED:
+        shutil.rmtree(settings.path(name), ignore_errors=True)
+    shutil.rmtree(settings.path("data_dir") / "crm", ignore_errors=True)
 
 
 class InjectedFault(RuntimeError):

@@ -19,6 +19,14 @@ class PublishConfig(Strict):
         description="most subscribers a channel can work in a month"
     )
     channel_by_tier: dict[Tier, str]
+    overflow_order: list[str] = Field(
+        default_factory=lambda: ["account_manager", "call_centre", "sms_app"],
+        description="a subscriber whose channel is full goes to the next channel in this order",
+    )
+    list_capacity: dict[str, int] = Field(
+        default_factory=lambda: {"renewal": 500, "reminders": 1000},
+        description="most rows of the renewal and reminder lists (highest value first)",
+    )
     revisit_months: dict[Tier, int] = Field(
         description="not contacted again within this many months"
     )
@@ -29,10 +37,6 @@ class PublishConfig(Strict):
     )
     control_share: float = Field(
         0.10, ge=0, lt=1, description="held out of contact at random, to measure the campaign"
-    )
-    contact_history: str = Field(
-        "",
-        description="CSV msisdn,contacted_at[,channel]; empty: <data_dir>/crm/contact_history.csv",
     )
     do_not_contact: str = Field(
         "", description="CSV/text of msisdn; empty: <data_dir>/crm/do_not_contact.csv"

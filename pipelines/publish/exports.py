@@ -47,6 +47,8 @@ LABELS: dict[str, tuple[str, str, str, str]] = {
     "channel": ("渠道", "Channel", "客户经理/呼叫中心/短信", "account manager / call centre / SMS"),
     "channel_reason": ("渠道原因", "Why this channel", "为何选择该渠道", "why this channel"),
     "p_churn": ("离网概率", "Churn risk", "未来离网的概率", "probability of leaving"),
+    "uplift": ("联系效果", "Contact effect", "联系后离网概率的预计变化（负数为下降，来自uplift模型）",
+               "expected change in churn risk if contacted (negative: fewer leave), uplift model"),
     "value_at_risk": ("风险价值(元)", "Value at risk (CNY)", "离网概率×客户价值",
                       "churn risk × value"),
     "expected_profit": ("预期收益(元)", "Expected profit (CNY)", "联系一次的预期收益",
@@ -74,6 +76,8 @@ LABELS: dict[str, tuple[str, str, str, str]] = {
     "model_version": ("模型版本", "Model version", "打分模型版本", "version of the scoring model"),
     "subscriber_key": ("客户标识", "Subscriber key", "跨月匹配用的加密标识，非号码",
                        "keyed hash joining months; not the number"),
+    "published_on": ("发布日期", "Published on", "名单发布日，期限由此计算",
+                     "day the lists appeared; due dates count from it"),
 }  # fmt: skip
 SHEET_NAMES = {
     "retention_account_manager": ("维系-客户经理", "Retention - account manager"),
@@ -87,7 +91,13 @@ SHEET_NAMES = {
 }
 YES_NO = {"zh": ("是", "否"), "en": ("yes", "no")}
 TIERS = {"zh": {"member": "会员", "vip": "贵宾", "ordinary": "普通"}}  # how agents name the tiers
-WIDE = {"say", "offer", "reasons", "last_complaint", "channel_reason", "reminder"}
+# widest a column gets (in character units; Chinese counts two): long texts wrap inside
+# it, so a sheet printed landscape fits the page width at a readable scale
+MAX_WIDTH = {"say": 34, "reasons": 34, "last_complaint": 30, "reminder": 30, "offer": 18,
+             "channel_reason": 24}  # fmt: skip
+# who the month's workbook is about, not what to do: in the page header and the legend
+ABOUT = ("snapshot_month", "model_version", "subscriber_key")
+OPTIONAL = ("uplift",)  # shown only when the month has them (an uplift model ranked the list)
 
 
 def header(col: str, lang: str | None) -> str:
@@ -96,26 +106,37 @@ def header(col: str, lang: str | None) -> str:
     return col if lab is None or lang is None else lab[0 if lang == "zh" else 1]
 
 
+def _units(text) -> int:
+    """Width of a line in column units: a Chinese character takes two."""
+    return sum(2 if ord(ch) > 0x2E80 else 1 for ch in str(text))
+
+
 def _width(col: str, values: pd.Series, lang: str | None) -> float:
-    """Columns wide enough for Chinese (two units per character), capped; long texts wrap."""
-
-    def units(v) -> int:
-        return max((sum(2 if ord(ch) > 0x2E80 else 1 for ch in line) for line in str(v).split("\n")),
-                   default=0)  # fmt: skip
-
-    longest = max([units(header(col, lang)), *(units(v) for v in values.head(200))])
-    return min(50 if col in WIDE else 24, longest + 2)
+    """Wide enough for the longest line (first 200 rows) and the header, up to the column's cap."""
+    lines = [line for v in values.head(200) for line in str(v).split("\n")]
+    longest = max([_units(header(col, lang)), *map(_units, lines)])
+    return min(MAX_WIDTH.get(col, 16), longest + 2)
 
 
-def _sheet(wb, fmt: dict, df: pd.DataFrame, name: str, lang: str | None) -> None:
-    """One list: Chinese/English header repeated on every printed page, landscape, fit to width."""
+def _lines(text: str, width: float) -> int:
+    """Printed lines of a wrapped cell: each line of the text takes ceil(units / width)."""
+    per_line = max(int(0.85 * width) - 1, 1)  # renderers wrap before the nominal width
+    return sum(max(1, -(-_units(line) // per_line)) for line in text.split("\n"))
+
+
+def _sheet(wb, fmt: dict, df: pd.DataFrame, name: str, lang: str | None, title: str = "") -> None:
+    """One list: header repeated on every printed page, landscape A4, fit to the page width."""
     ws = wb.add_worksheet(name[:31])
     yes, no = YES_NO[lang or "en"]
     tiers = TIERS.get(lang or "en", {})
+    widths = []
     for j, c in enumerate(df.columns):
         ws.write_string(0, j, header(c, lang), fmt["head"])
-        kind = "pct" if c == "p_churn" else "money" if c in MONEY_COLUMNS else "wrap"
-        ws.set_column(j, j, _width(c, df[c], lang), fmt[kind])
+        kind = "pct" if c in ("p_churn", "uplift") else "money" if c in MONEY_COLUMNS else "wrap"
+        widths.append(_width(c, df[c], lang))
+        ws.set_column(j, j, widths[-1], fmt[kind])
+    heads = [_lines(header(c, lang), w) for c, w in zip(df.columns, widths, strict=True)]
+    ws.set_row(0, 15 * max(heads, default=1))
     for i, row in enumerate(df.itertuples(index=False), start=1):
         lines = 1
         for j, v in enumerate(row):
@@ -131,16 +152,17 @@ def _sheet(wb, fmt: dict, df: pd.DataFrame, name: str, lang: str | None) -> None
                 if df.columns[j] == "value_tier":
                     text = tiers.get(text, text)
                 ws.write_string(i, j, text)
-                lines = max(lines, text.count("\n") + 1)
+                lines = max(lines, _lines(text, widths[j]))
         if lines > 1:
-            ws.set_row(i, 15 * min(lines, 12))
-    ws.freeze_panes(1, 0)
+            ws.set_row(i, 15 * min(lines, 15))
+    ws.freeze_panes(1, 2 if len(df.columns) > 4 else 0)
     ws.autofilter(0, 0, max(len(df), 1), max(len(df.columns) - 1, 0))
     ws.set_landscape()
     ws.set_paper(9)  # A4
+    ws.set_margins(left=0.3, right=0.3, top=0.6, bottom=0.5)
     ws.fit_to_pages(1, 0)
     ws.repeat_rows(0)
-    ws.set_header(f"&L{name}&R&P / &N")
+    ws.set_header(f"&L{name}{'  ' + title if title else ''}&R&P / &N")
 
 
 def _formats(wb) -> dict:
@@ -172,9 +194,9 @@ def write_xlsx(df: pd.DataFrame, path: Path, sheet: str, lang: str | None = None
     wb.close()
 
 
-def legend(columns: list[str], lang: str) -> pd.DataFrame:
-    """Every column of the workbook, with what it means (in both languages)."""
-    rows = []
+def legend(columns: list[str], lang: str, about: dict[str, str] | None = None) -> pd.DataFrame:
+    """What the workbook is about (month, model, publication day), then every column's meaning."""
+    rows = [{"col": header(k, lang), "zh": v, "en": v} for k, v in (about or {}).items()]
     for c in dict.fromkeys(columns):
         zh, en, mzh, men = LABELS.get(c, (c, c, "", ""))
         rows.append({"col": zh if lang == "zh" else en, "zh": mzh, "en": men})
@@ -182,18 +204,28 @@ def legend(columns: list[str], lang: str) -> pd.DataFrame:
     return pd.DataFrame(rows).set_axis(list(names), axis=1)
 
 
-def write_workbook(lists: dict[str, pd.DataFrame], path: Path, lang: str) -> list[str]:
-    """The month's workbook: one sheet per list, then a legend of every column; sheet names out."""
+def write_workbook(
+    lists: dict[str, pd.DataFrame], path: Path, lang: str, about: dict[str, str] | None = None
+) -> list[str]:
+    """The month's workbook: one sheet per list, then the legend; the sheet names out.
+
+    The columns that say what the workbook is about (month, model version, subscriber
+    key) are not repeated on every row: ``about`` goes in each page header and the legend.
+    """
     wb = _workbook(path)
     fmt = _formats(wb)
+    about = dict(about or {})
+    title = "  ".join(f"{header(k, lang)} {v}" for k, v in about.items())
     names = []
     for key, df in lists.items():
         name = SHEET_NAMES.get(key, (key, key))[0 if lang == "zh" else 1]
-        _sheet(wb, fmt, df, name, lang)
+        empty = [c for c in OPTIONAL if c in df and df[c].isna().all()]
+        _sheet(wb, fmt, df.drop(columns=[c for c in ABOUT if c in df] + empty), name, lang, title)
         names.append(name)
-    cols = [c for df in lists.values() for c in df.columns]
+    cols = [c for df in lists.values() for c in df.columns
+            if c not in ABOUT and not (c in OPTIONAL and df[c].isna().all())]  # fmt: skip
     name = SHEET_NAMES["legend"][0 if lang == "zh" else 1]
-    _sheet(wb, fmt, legend(cols, lang), name, lang)
+    _sheet(wb, fmt, legend(cols, lang, about), name, lang, title)
     wb.close()
     return [*names, name]
 

@@ -32,14 +32,14 @@ TAIL = ["snapshot_month", "model_version", "subscriber_key"]  # model/version co
 LIST_COLUMNS = [
     "list_rank", "channel_rank", "msisdn", "value_tier", "say", "offer", "reasons", "value", "due",
     "channel", "channel_reason", "p_churn", "value_at_risk", "expected_profit",
-    "complaint_callback", "callback_due", "callback_overdue", "offer_code",
+    "complaint_callback", "callback_due", "callback_overdue", "offer_code", "uplift",
     *REASONS, "last_complaint", *TAIL,
 ]  # fmt: skip
 # what each list an agent works from shows, action first
 SHEETS: dict[str, list[str]] = {
     "retention": [
         "channel_rank", "msisdn", "value_tier", "say", "offer", "reasons", "value", "due",
-        "channel_reason", "p_churn", "value_at_risk", "last_complaint", "offer_code", *TAIL,
+        "channel_reason", "p_churn", "uplift", "last_complaint", "offer_code", *TAIL,
     ],
     "callbacks": [
         "list_rank", "msisdn", "value_tier", "due", "callback_overdue", "callback_due",
@@ -69,6 +69,7 @@ TEXT = {  # fixed talking points of the lists whose offer the model does not pic
     "under": ("本月账单明显低于平时，提醒套餐权益", "bill far below usual: under-spend reminder"),
     "points": ("积分{:,.0f}未兑换，提醒积分兑换", "{:,.0f} points unredeemed: redemption reminder"),
     "arrears": ("欠费{:,.0f}元，提醒缴费", "arrears {:,.0f} CNY: payment reminder"),
+    "also": ("另请提醒：", "also remind: "),
 }
 
 
@@ -215,7 +216,7 @@ def split(
     d["callback_due"] = cb_due.dt.date.astype(str).where(d["complaint_callback"], "")
     control = d[d["control_group"]].copy()
     contact = d[d["selected"] & ~d["control_group"]]
-    rows = _ranked(contact, "value_at_risk")
+    rows = _ranked(contact, "priority" if "priority" in contact else "value_at_risk")
     rows["channel_rank"] = rows.groupby("channel").cumcount() + 1
     lists: dict[str, pd.DataFrame] = {}
     retention = rows[~rows["complaint_callback"]]
@@ -225,19 +226,30 @@ def split(
     callbacks = rows[rows["complaint_callback"]].copy()
     callbacks["_due"] = pd.to_datetime(callbacks["due"])
     lists["callbacks"] = _ranked(callbacks.assign(_k=-callbacks["_due"].astype("int64")), "_k")
+    # one contact a month: whoever is on a call or SMS list above is not on renewal or
+    # reminders (their reminder rides along in what to say); control, do-not-contact and
+    # silent lines are on neither
     held = d["control_group"] | (d["exclusion"] == "do_not_contact") | d["silent"]
+    on_list = d["selected"] & ~d["control_group"]
     winback = d[d["exclusion"] == "silent_winback"].copy()
     winback["say"], winback["offer"] = TEXT["winback"][0 if lang == "zh" else 1], ""
     lists["winback"] = _ranked(winback, "value")
     ends = _num(d, "months_to_contract_end")
     soon = (_num(d, "has_contract") == 1) & ends.between(0, cfg.renewal_window_months)
-    renewal = d[soon & ~held].copy()
+    renewal = d[soon & ~held & ~on_list].copy()
     renewal["months_to_contract_end"] = renewal["months_to_contract_end"].round(1)
     i = 0 if lang == "zh" else 1
     renewal["say"], renewal["offer"] = TEXT["renewal"][i], TEXT["renewal_offer"][i]
-    lists["renewal"] = _ranked(renewal, "value_at_risk")
+    lists["renewal"] = _ranked(renewal, "value_at_risk").head(cfg.list_capacity.get("renewal"))
     d["reminder"] = _reminders(d, cfg.high_points, lang)
-    lists["reminders"] = _ranked(d[(d["reminder"] != "") & ~held], "value")
+    spare = (d["reminder"] != "") & ~held & ~on_list & ~d["msisdn"].isin(lists["renewal"]["msisdn"])
+    lists["reminders"] = _ranked(d[spare], "value").head(cfg.list_capacity.get("reminders"))
+    also = d.loc[on_list, ["msisdn", "reminder"]].set_index("msisdn")["reminder"]
+    note = TEXT["also"][i]
+    for name, part in lists.items():
+        if name.startswith("retention_") or name == "callbacks":
+            extra = part["msisdn"].map(also).fillna("")
+            part["say"] = part["say"].where(extra == "", part["say"] + "\n" + note + extra)
     return rows, lists, control
 
 

@@ -30,13 +30,42 @@ def expected_values(scored: pd.DataFrame, economics: Economics) -> pd.DataFrame:
         - (1 - p) * economics.incentive
         - economics.contact_cost
     )
+    out["priority"] = out["value_at_risk"]
+    return out
+
+
+UPLIFT = "uplift_"  # the uplift model's effect columns: uplift_<channel>
+
+
+def uplift_gains(valued: pd.DataFrame, economics: Economics) -> pd.DataFrame:
+    """Expected incremental value of the best channel per subscriber, from the uplift model.
+
+    gain = −effect × value − (the channel's contact cost + the incentive); the channel
+    with the largest gain is chosen, never one whose effect is ≥ 0. The gain becomes the
+    expected profit and the priority, so ranking and the profitability cut follow it.
+    """
+    from models.uplift import incremental_value
+
+    arms = [c for c in valued.columns if c.startswith(UPLIFT)]
+    out = valued.copy()
+    eff = out[arms].set_axis([c.removeprefix(UPLIFT) for c in arms], axis=1)
+    known = eff.notna().all(axis=1)
+    cost = {a: economics.contact_cost_by_channel.get(a, economics.contact_cost) + economics.incentive
+            for a in eff.columns}  # fmt: skip
+    best = incremental_value(eff[known], out.loc[known, "value"], cost)
+    out["uplift_arm"] = best["arm"].reindex(out.index)
+    out["uplift"] = best["effect"].where(best["arm"].notna()).reindex(out.index)
+    out["contact_would_harm"] = (eff > 0).all(axis=1) & known
+    out["expected_profit"] = best["gain"].reindex(out.index).fillna(0.0)
+    out["priority"] = out["expected_profit"]
     return out
 
 
 def rank(scored: pd.DataFrame) -> pd.DataFrame:
-    """Highest expected value at risk first (ties: higher probability, then a stable key)."""
+    """Highest priority first (value at risk, or the uplift gain); ties: probability, a stable key."""
+    by = "priority" if "priority" in scored else "value_at_risk"
     return scored.sort_values(
-        ["value_at_risk", "p_churn", "msisdn"], ascending=[False, False, True], kind="stable"
+        [by, "p_churn", "msisdn"], ascending=[False, False, True], kind="stable"
     ).reset_index(drop=True)
 
 
@@ -89,6 +118,33 @@ def _channel(df: pd.DataFrame, cfg: PublishConfig) -> tuple[pd.Series, pd.Series
     return channel, zh, en
 
 
+def _uplift_channel(df: pd.DataFrame) -> None:
+    """The channel with the largest expected gain, and the reason in words (in place)."""
+    arm = df["uplift_arm"]
+    has = arm.notna()
+    df.loc[has, "channel"] = arm[has]
+    pts = (-df.loc[has, "uplift"] * 100).map(lambda v: f"{v:.1f}")
+    zh = arm[has].map(lambda a: CHANNEL_ZH.get(a, a))
+    df.loc[has, "channel_reason_zh"] = (
+        "预计" + zh + "联系可使离网概率降低" + pts + "个百分点，各渠道中收益最高"
+    )
+    df.loc[has, "channel_reason_en"] = (
+        "contact by " + arm[has] + " expected to cut churn risk by " + pts
+        + " points: the best gain of the channels"
+    )  # fmt: skip
+
+
+def _with_room(channel: str, cfg: PublishConfig, taken: dict[str, int]) -> str | None:
+    """The channel itself while it has room, else the next in ``overflow_order`` that has."""
+    order = cfg.overflow_order
+    later = order[order.index(channel) + 1 :] if channel in order else []
+    for ch in [channel, *later]:
+        cap = cfg.capacity_per_channel.get(ch)
+        if cap is None or taken.get(ch, 0) < cap:
+            return ch
+    return None
+
+
 def _months_between(a: pd.Series, b: pd.Timestamp) -> pd.Series:
     return (b.year - a.dt.year) * 12 + (b.month - a.dt.month)
 
@@ -131,6 +187,12 @@ def apply_policy(
     if do_not_contact:
         df.loc[df["msisdn"].isin(do_not_contact), "exclusion"] = "do_not_contact"
     if contact_history is not None and len(contact_history):
+        # only what was known at the snapshot: a later contact is the future
+        contact_history = contact_history[contact_history["contacted_at"] <= as_of]
+        if "group" in contact_history:  # a held-out control row was not contacted
+            contact_history = contact_history[
+                contact_history["group"].fillna("treated") != "control"
+            ]
         last = contact_history.groupby("msisdn")["contacted_at"].max()
         since = _months_between(df["msisdn"].map(last), as_of)
         cycle = df["value_tier"].map(cfg.revisit_months).fillna(cfg.revisit_months["ordinary"])
@@ -138,6 +200,10 @@ def apply_policy(
         df.loc[recent & df["exclusion"].isna(), "exclusion"] = "contacted_within_cycle"
     # a silent line is not reachable by a retention call: it goes to win-back instead
     df.loc[df["silent"] & ~callback & df["exclusion"].isna(), "exclusion"] = "silent_winback"
+    if "uplift_arm" in df:  # the uplift model chooses the channel, and never a harmful contact
+        harm = df["contact_would_harm"].fillna(False).astype(bool) & ~callback
+        df.loc[harm & df["exclusion"].isna(), "exclusion"] = "contact_would_harm"
+        _uplift_channel(df)
 
     # the profitable head of the ranking, within overall and per-channel capacity
     capacity = max(1, int(n_base * economics.capacity_share))
@@ -148,21 +214,38 @@ def apply_policy(
     positions = np.arange(n_base)
     df.loc[eligible & ~callback & (positions >= first_loss), "exclusion"] = "not_profitable"
     selected = df["exclusion"].isna()
-    # callbacks first, then by rank, counted against capacity
+    # callbacks first, then by rank, counted against capacity; a full channel overflows
+    # to the next one in ``overflow_order`` (a person's call before an SMS), else out
     order = np.lexsort((positions, ~df["complaint_callback"].to_numpy()))
     taken_total = 0
     taken: dict[str, int] = {}
     keep = np.zeros(n_base, bool)
+    col = {
+        c: df.columns.get_loc(c)
+        for c in ("exclusion", "channel", "channel_reason_zh", "channel_reason_en")
+    }
     for i in order:
         if not selected.iat[i]:
             continue
         ch = df["channel"].iat[i]
-        cap = cfg.capacity_per_channel.get(ch)
-        if not df["complaint_callback"].iat[i] and (
-            taken_total >= capacity or (cap is not None and taken.get(ch, 0) >= cap)
-        ):
-            df.iat[i, df.columns.get_loc("exclusion")] = "over_capacity"
-            continue
+        if not df["complaint_callback"].iat[i]:
+            if taken_total >= capacity:
+                df.iat[i, col["exclusion"]] = "over_capacity"
+                continue
+            to = _with_room(ch, cfg, taken)
+            if to is None:
+                df.iat[i, col["exclusion"]] = "over_capacity"
+                continue
+            if to != ch:
+                cap = cfg.capacity_per_channel[ch]
+                df.iat[i, col["channel"]] = to
+                df.iat[i, col["channel_reason_zh"]] += (
+                    f"；{CHANNEL_ZH.get(ch, ch)}本月名额（{cap}）已满，改由{CHANNEL_ZH.get(to, to)}联系"
+                )
+                df.iat[i, col["channel_reason_en"]] += (
+                    f"; {ch} full ({cap} this month): {to} instead"
+                )
+                ch = to
         keep[i] = True
         taken_total += 1
         taken[ch] = taken.get(ch, 0) + 1

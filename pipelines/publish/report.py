@@ -54,6 +54,27 @@ TEXT: dict[str, dict[str, str]] = {
             "AUC {auc}, top-decile lift {lift}，即名单前 10% 用户的流失率是平均水平的 {lift} 倍。"
         ),
         "h_reasons": "名单上最常见的流失原因（每人最多三条）",
+        "ranking_risk": "排序方式：按面临流失的价值（离网概率×客户价值）。{why}",
+        "ranking_uplift": "排序方式：按联系带来的预期增量价值（uplift模型估计每位用户被各渠道联系后离网概率的变化，"
+        "选收益最高的渠道，联系无益或有害的用户不联系）。{why}",
+        "saves_uplift": (
+            "按uplift模型估计，联系名单上的用户（不含对照组）预计可多留住约 {saves:,.1f} 人，"
+            "保住的价值约 {saved:,.0f} 元；扣除优惠和联系成本后预计净收益约 {profit:,.0f} 元。"
+        ),
+        "h_campaigns": "以往挽留活动的实测效果（联系组与随机对照组的离网率之差）",
+        "campaign": "活动",
+        "contact_month": "联系月份",
+        "n_treated": "联系组人数",
+        "n_control": "对照组人数",
+        "churn_treated": "联系组离网率",
+        "churn_control": "对照组离网率",
+        "difference": "差值（95%区间）",
+        "saved": "多留住（人）",
+        "no_campaigns": "还没有结果已知的活动：名单发布后，联系月份的观察期结束才能衡量。",
+        "power": (
+            "按本月名单的规模（联系 {n_t:,} 人、对照 {n_c:,} 人），预期效果 {effect:+.1%} "
+            "约需 {months:.0f} 个月的累计数据才能在统计上确认。"
+        ),
         "h_diff": "与上月名单相比",
         "change": "变化",
         "why": "说明",
@@ -88,6 +109,29 @@ TEXT: dict[str, dict[str, str]] = {
             "{lift} times as often as the average subscriber."
         ),
         "h_reasons": "Most common reasons on the list (up to three each)",
+        "ranking_risk": "Ranked by value at risk (churn risk × value). {why}",
+        "ranking_uplift": "Ranked by the expected incremental value of contact: the uplift model "
+        "estimates how each channel would change each subscriber's churn risk; the best channel "
+        "is chosen, and nobody a contact would not help is contacted. {why}",
+        "saves_uplift": (
+            "By the uplift model, working the list (control group excluded) should keep about "
+            "{saves:,.1f} more subscribers, worth about {saved:,.0f} CNY; after offers and "
+            "contact costs the expected net gain is about {profit:,.0f} CNY."
+        ),
+        "h_campaigns": "Measured effect of past campaigns (churn of the contacted minus the random control group)",
+        "campaign": "campaign",
+        "contact_month": "contact month",
+        "n_treated": "contacted",
+        "n_control": "control",
+        "churn_treated": "churn, contacted",
+        "churn_control": "churn, control",
+        "difference": "difference (95% interval)",
+        "saved": "kept (subscribers)",
+        "no_campaigns": "No campaign has a known outcome yet: a list is measured once its contact month's window has passed.",
+        "power": (
+            "At this month's size ({n_t:,} contacted, {n_c:,} control) an effect of {effect:+.1%} "
+            "needs about {months:.0f} month(s) of pooled lists to be told from zero."
+        ),
         "h_diff": "Against last month's list",
         "change": "change",
         "why": "why",
@@ -106,6 +150,7 @@ LABELS: dict[str, dict[str, str]] = {
         "silent_winback": "号码已停止使用，转入赢回名单",
         "not_profitable": "联系的成本高于预期收益",
         "over_capacity": "超出渠道本月的处理能力",
+        "contact_would_harm": "模型估计联系反而会促使离网，不联系",
         "new": "新进入",
         "still_on_list": "仍在名单上",
         "dropped": "移出名单",
@@ -126,6 +171,7 @@ LABELS: dict[str, dict[str, str]] = {
         "silent_winback": "line gone silent: on the win-back list",
         "not_profitable": "a contact would cost more than it brings",
         "over_capacity": "beyond the channel's capacity this month",
+        "contact_would_harm": "a contact is expected to push them out: not contacted",
         "new": "new",
         "still_on_list": "still on the list",
         "dropped": "dropped",
@@ -141,10 +187,12 @@ img{max-width:480px;margin:0 1em 1em 0}</style></head><body>
 <h1>{{ title }}</h1>
 <p>{{ summary }}</p>
 <p>{{ saves }}</p>
+<p>{{ ranking }}</p>
 {% for section in sections %}<h2>{{ section.title }}</h2>
 {% if section.rows %}<table><tr>{% for h in section.header %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for row in section.rows %}<tr>{% for cell in row %}<td{% if cell[:1].isdigit() %} class="n"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
 {% endfor %}</table>{% else %}<p>{{ section.empty }}</p>{% endif %}
+{% if section.note %}<p>{{ section.note }}</p>{% endif %}
 {% endfor %}<h2>{{ t.h_model }}</h2>
 <p>{{ model }}</p>
 {% for img in images %}<img src="data:image/png;base64,{{ img }}">{% endfor %}
@@ -170,6 +218,54 @@ def _images(tracking_uri: str, run_id: str) -> list[str]:
             except Exception as e:
                 log.warning("chart %s not available: %s", name, e)
     return images
+
+
+def _why(rank: dict, lang: str) -> str:
+    """The manifest's reason for the ranking, in the report's language (codes kept as they are)."""
+    why = rank.get("why", "")
+    if lang == "zh" and rank.get("method") == "risk" and why.startswith("no uplift model"):
+        return "尚无通过检验的uplift模型（随机活动的历史太少，或未胜过按风险排序）。"
+    if lang == "zh" and rank.get("method") == "uplift":
+        return "模型：" + why.split("uplift model ", 1)[-1].split(" (arms")[0] + "。"
+    return why
+
+
+def _campaigns_section(settings: Settings, t: dict) -> dict:
+    """The latest measured campaigns (from ``churn campaigns``), newest first, and the power note."""
+    import json
+
+    from pipelines.campaigns.measure import RESULT_COLUMNS
+
+    folder = settings.path("campaigns")
+    try:
+        table = pd.read_parquet(folder / "results.parquet")
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        table, summary = pd.DataFrame(columns=RESULT_COLUMNS), {}
+    overall = table[table["by"] == "all"].sort_values("contact_month", ascending=False).head(8)
+
+    def pct(v: float) -> str:
+        return "" if pd.isna(v) else f"{v:.1%}"
+
+    rows = [
+        [r.campaign, r.contact_month, _n(r.n_treated), _n(r.n_control), pct(r.churn_treated),
+         pct(r.churn_control),
+         "—" if pd.isna(r.difference) else f"{r.difference:+.1%} [{r.low:+.1%}, {r.high:+.1%}]",
+         "—" if pd.isna(r.saved) else f"{r.saved:,.1f}"]
+        for r in overall.itertuples()
+    ]  # fmt: skip
+    p = summary.get("power") or {}
+    note = (
+        t["power"].format(n_t=p["n_treated"], n_c=p["n_control"], effect=p["expected_difference"],
+                          months=min(p["months_to_detect"], 999))
+        if p and p.get("months_to_detect") not in (None, float("inf")) else ""
+    )  # fmt: skip
+    return {
+        "title": t["h_campaigns"],
+        "header": [t[k] for k in ("campaign", "contact_month", "n_treated", "n_control",
+                                  "churn_treated", "churn_control", "difference", "saved")],
+        "rows": rows, "empty": t["no_campaigns"], "note": note,
+    }  # fmt: skip
 
 
 def render(
@@ -201,14 +297,21 @@ def render(
     }
 
     p = lst["p_churn"].astype(float)
-    saves = float((p * economics.acceptance_rate).sum())
-    saved = float(economics.acceptance_rate * lst["value_at_risk"].astype(float).sum())
+    rank = manifest.get("ranking") or {"method": "risk", "why": ""}
+    if rank["method"] == "uplift" and "uplift" in lst:
+        eff = -pd.to_numeric(lst["uplift"], errors="coerce").fillna(0.0)
+        saves, saved = float(eff.sum()), float((eff * lst["value"].astype(float)).sum())
+        saves_key = "saves_uplift"
+    else:
+        saves = float((p * economics.acceptance_rate).sum())
+        saved = float(economics.acceptance_rate * lst["value_at_risk"].astype(float).sum())
+        saves_key = "saves"
     control = int(counts.get("control_group", 0))
     summary = t["summary"].format(
         scored=len(scored), contact=len(lst), control=control,
         callbacks=int(lst["complaint_callback"].sum()) if "complaint_callback" in lst else 0,
     )  # fmt: skip
-    saves_text = t["saves"].format(
+    saves_text = t[saves_key].format(
         saves=saves, saved=saved, profit=float(lst["expected_profit"].sum())
     )
 
@@ -247,6 +350,8 @@ def render(
             "empty": t["no_diff"],
         },
     ]
+    if settings is not None:
+        sections.append(_campaigns_section(settings, t))
     model = t["model"].format(
         model=manifest.get("model", ""), version=manifest.get("model_version", ""),
         test_period=run.data.params.get("test_period", "?"),
@@ -254,6 +359,7 @@ def render(
         lift=f"{metrics.get('top_decile_lift', float('nan')):.2f}",
     )  # fmt: skip
     return REPORT.render(
-        lang=lang, t=t, title=t["title"].format(month=month), summary=summary, saves=saves_text, sections=sections, model=model,
+        lang=lang, t=t, title=t["title"].format(month=month), summary=summary, saves=saves_text,
+        ranking=t[f"ranking_{rank['method']}"].format(why=_why(rank, lang)), sections=sections, model=model,
         images=_images(tracking_uri, run_id), footer=t["footer"].format(run_id=run_id),
     )  # fmt: skip

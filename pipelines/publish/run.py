@@ -18,6 +18,8 @@ import pyarrow as pa
 
 from features import store
 from models.score import scores_path
+from pipelines.campaigns import crm, ledger, uplift
+from pipelines.campaigns.run import contact_history
 from pipelines.config import Settings
 from pipelines.lake.numbers import NumberPlan, normalize_msisdn
 from pipelines.privacy import share
@@ -32,14 +34,6 @@ def _read_ids(path: Path, plan: NumberPlan) -> set[str]:
     df = pd.read_csv(path, dtype=str)
     col = "msisdn" if "msisdn" in df.columns else df.columns[0]
     return set(filter(None, normalize_msisdn(pa.array(df[col].astype(str)), plan).to_pylist()))
-
-
-def _contact_history(path: Path) -> pd.DataFrame | None:
-    if not path.exists():
-        return None
-    h = pd.read_csv(path, dtype={"msisdn": str})
-    h["contacted_at"] = pd.to_datetime(h["contacted_at"])
-    return h
 
 
 # snapshot features the lists need (win-back, renewal, reminders); read from the snapshot
@@ -77,19 +71,36 @@ def _write_control(settings: Settings, control: pd.DataFrame, month: str) -> Pat
     return path
 
 
-def _decide(settings: Settings, scored: pd.DataFrame, month: str) -> pd.DataFrame:
-    """Every scored subscriber ranked, with the policy's verdict (selected, channel, exclusion)."""
+def decide(
+    settings: Settings, scored: pd.DataFrame, month: str, *, use_uplift: bool = True
+) -> tuple[pd.DataFrame, dict]:
+    """Every scored subscriber ranked, with the policy's verdict, and how the ranking was made.
+
+    With an uplift champion the ranking is by expected incremental value and the channel
+    by the largest gain; without one, by value at risk and the tier's channel, and the
+    manifest says why.
+    """
     cfg = settings.publish
     as_of = (pd.Period(month, freq="M") + 1).start_time - pd.Timedelta(seconds=1)
     values = policy.expected_values(scored, settings.economics)
+    effects, why = (
+        uplift.effects(settings, month, scored) if use_uplift else (None, "risk ranking asked for")
+    )
+    method = "risk"
+    if effects is not None:
+        values = policy.uplift_gains(values.merge(effects, on="msisdn", how="left"),
+                                     settings.economics)  # fmt: skip
+        method = "uplift"
+    log.info("ranking: %s", why)
     ranked = policy.rank(values)
-    return policy.apply_policy(
+    decided = policy.apply_policy(
         ranked, cfg, economics=settings.economics, as_of=as_of,
-        contact_history=_contact_history(settings.crm_file(cfg.contact_history, "contact_history.csv")),
+        contact_history=crm.treated(contact_history(settings)),
         do_not_contact=_read_ids(settings.crm_file(cfg.do_not_contact, "do_not_contact.csv"),
                                  NumberPlan.from_config(settings.numbering)),
         seed=settings.model.seed + int(month.replace("-", "")),
     )  # fmt: skip
+    return decided, {"method": method, "why": why}
 
 
 def _swap_in(settings: Settings, stage: Path, final: Path) -> None:
@@ -102,22 +113,36 @@ def _swap_in(settings: Settings, stage: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def first_published(folder: Path) -> dt.date | None:
+    """The day a month's lists were first published, from its manifest (None if never)."""
+    try:
+        meta = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        return dt.date.fromisoformat(meta["published_on"])
+    except (FileNotFoundError, KeyError, ValueError, json.JSONDecodeError):
+        return None
+
+
 def publish(settings: Settings, month: str | None = None, published: dt.date | None = None) -> dict:
     """Apply the outreach policy to the scores and write the month's lists, manifest, diff and report.
 
-    ``published`` (default: today, UTC) is the day the lists appear; callback due dates
-    are judged against it.
+    ``published`` is the day the lists appear; callback due dates are judged against it.
+    By default it is the day the month was first published (a rerun keeps the teams'
+    due dates), else today (UTC).
     """
     month = month or store.latest_month(settings.path("features"))
-    published = published or dt.datetime.now(dt.UTC).date()
+    root = settings.path("outputs") / "retention"
+    published = published or first_published(root / month) or dt.datetime.now(dt.UTC).date()
     scored = _with_snapshot(
         settings, pd.read_parquet(scores_path(settings.path("scores"), month)), month
     )
-    decided = _decide(settings, scored, month)
-    root = settings.path("outputs") / "retention"
+    decided, ranking = decide(settings, scored, month)
     made = lists.build(settings, decided, month, root, published)
     lst, diff = made.rows, made.diff
     control_file = _write_control(settings, made.control, month)
+    ledger.record(
+        settings.path("campaigns"), month,
+        ledger.entries(decided, month, published, ranking["method"]),
+    )  # fmt: skip
 
     final = root / month
     stage = root / f".{month}.tmp"
@@ -128,7 +153,9 @@ def publish(settings: Settings, month: str | None = None, published: dt.date | N
     for name, part in made.lists.items():
         exports.write_all_formats(part, stage, name, xlsx=False)
     lang = settings.publish.language
-    sheets = exports.write_workbook(made.lists, stage / f"retention_{month}.xlsx", lang)
+    about = {"snapshot_month": month, "model_version": str(scored["model_version"].iat[0]),
+             "published_on": str(published)}  # fmt: skip
+    sheets = exports.write_workbook(made.lists, stage / f"retention_{month}.xlsx", lang, about)
     diff.to_csv(stage / "diff.csv", index=False, encoding="utf-8-sig")
     counts = {
         "scored": len(scored),
@@ -154,6 +181,7 @@ def publish(settings: Settings, month: str | None = None, published: dt.date | N
         "msisdn_masked": not settings.publish.show_full_msisdn,
         "subscriber_key": {"kind": "HMAC-SHA256", "key_id": made.key_id},
         "counts": counts,
+        "ranking": ranking,
         "control_group_file": f"<scores>/{month}/{control_file.name}",
         "workbook": {"file": f"retention_{month}.xlsx", "language": lang, "sheets": sheets},
         "files": sorted(p.name for p in stage.iterdir()) + ["manifest.json", "report.html"],

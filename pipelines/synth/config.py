@@ -38,6 +38,62 @@ class DirtConfig(Strict):
     )
 
 
+Channel = Literal["account_manager", "call_centre", "sms_app"]
+
+
+class ResponseConfig(Strict):
+    """How the synthetic operator's subscribers answer a retention contact (docs/crm.md)."""
+
+    campaigns: bool = Field(
+        True,
+        description="run the operator's own past campaigns (pilot, targeted); off: no contacts",
+    )
+    open_months: int = Field(
+        2,
+        ge=1,
+        le=3,
+        description="a leaver who decided within this many months before the contact can "
+        "still be talked round; earlier deciders are fading and leave whatever is said",
+    )
+    heterogeneous: bool = Field(
+        True,
+        description="persuadability varies by subscriber, channel, offer; sleeping dogs. "
+        "Off: one save probability for everyone, no sleeping dogs",
+    )
+    reach: dict[Channel, float] = Field(
+        default_factory=lambda: {"account_manager": 0.85, "call_centre": 0.65, "sms_app": 0.9},
+        description="probability that a contact reaches the subscriber, per channel",
+    )
+    channel_gain: dict[Channel, float] = Field(
+        default_factory=lambda: {"account_manager": 1.0, "call_centre": 0.7, "sms_app": 0.35},
+        description="multiplier of the save probability, per channel (heterogeneous only)",
+    )
+    base_save: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="mean save probability of a reached persuadable (matched offer)",
+    )
+    mismatch: float = Field(
+        0.4, ge=0, le=1, description="share of the effect kept when the offer misses the driver"
+    )
+    homogeneous_save: float = Field(
+        0.45, ge=0, le=1, description="the one save probability when heterogeneous is off"
+    )
+    push: float = Field(
+        0.25, ge=0, le=1, description="probability that a wrong contact makes a sleeping dog leave"
+    )
+    pilot_share: float = Field(
+        0.05, ge=0, le=0.5, description="share of the base in the monthly randomised pilot"
+    )
+    targeted_share: float = Field(
+        0.03, ge=0, le=0.5, description="share of the base in the monthly rule-based campaign"
+    )
+    holdout: float = Field(
+        0.1, ge=0, lt=1, description="share of the targeted campaign held out as control"
+    )
+
+
 class SynthConfig(Strict):
     subscribers: int = Field(20000, ge=50)
     months: int = Field(12, ge=3, le=120)
@@ -49,5 +105,8 @@ class SynthConfig(Strict):
         "month", description="one CDR file a month or a day"
     )
     dirt: DirtConfig = Field(default_factory=DirtConfig)
+    response: ResponseConfig = Field(
+        default_factory=ResponseConfig, description="retention contacts and how they work"
+    )
 
     _month = field_validator("start_month")(classmethod(lambda cls, v: check_month(v)))

@@ -29,9 +29,12 @@ from pipelines.config import Settings
 from pipelines.lake.contract import BILLING, CDR, COMPLAINTS
 from pipelines.synth.config import DirtConfig
 from pipelines.synth.dirt import DUPLICATE_COLUMNS, LOG_COLUMNS, Dirt, truncate_last_record
-from pipelines.synth.world import World
+from pipelines.synth.response import CRM_COLUMNS
+from pipelines.synth.world import MonthOutput, World
 
 log = logging.getLogger(__name__)
+
+WORLD_VERSION = 2  # 2: subscribers answer contacts, the CRM's campaigns (docs/crm.md)
 
 
 @dataclass
@@ -126,34 +129,47 @@ def _write_cdr(t: pa.Table, path: Path, gz: bool) -> None:
     _write_atomic(buf.getvalue().replace(b"\r\n", b"\n"), path, gz)
 
 
-def generate(
-    settings: Settings, landing: Path, truth: Path, *, show_progress: bool = True
-) -> SynthSummary:
-    """Simulate ``settings.synth`` and write extracts to ``landing`` and the hidden truth to ``truth``."""
-    t0 = time.perf_counter()
-    cfg = settings.synth
-    dcfg = cfg.dirt
-    for d in (landing, truth):
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
-    (truth / "hazard").mkdir()
-    dirt = Dirt(dcfg, np.random.default_rng(cfg.seed + 7919))  # its own stream: same world
-    world = World(cfg, settings.numbering, settings.churn.prepaid_inactivity_months)
-    summary = SynthSummary(
-        landing=landing, truth=truth, rows={"billing": 0, "cdr": 0, "complaints": 0}
-    )
-    ext = ".csv.gz" if dcfg.gzip else ".csv"
-    reverse_alias = {}
-    for zh, en in settings.sources.complaints.aliases.items():
-        reverse_alias.setdefault(en, zh)
-    prev_cdr: pa.Table | None = None
-    prev_cdr_clean: np.ndarray | None = None
-    n_months = cfg.months
-    billing_files: list[Path] = []
-    cdr_files: list[Path] = []
-    months = tqdm(world.months(), total=n_months, desc="synth months", disable=not show_progress)
-    for month_i, out in enumerate(months):
+class Delivery:
+    """Writes a world month by month, so a caller can drive it (``World.step(m, contacts)``).
+
+    ``generate`` is this with no contacts of the caller's own: ``write_month`` each output
+    of ``delivery.world`` in order, then ``finish``.
+    """
+
+    def __init__(
+        self, settings: Settings, landing: Path, truth: Path, *, crm: Path | None = None
+    ) -> None:
+        self.t0 = time.perf_counter()
+        self.settings, self.landing, self.truth = settings, landing, truth
+        self.crm = crm if crm is not None else settings.path("data_dir") / "crm"
+        cfg = self.cfg = settings.synth
+        for d in (landing, truth):
+            if d.exists():
+                shutil.rmtree(d)
+            d.mkdir(parents=True)
+        (truth / "hazard").mkdir()
+        (truth / "response").mkdir()
+        self.dirt = Dirt(cfg.dirt, np.random.default_rng(cfg.seed + 7919))  # its own stream
+        self.world = World(cfg, settings.numbering, settings.churn.prepaid_inactivity_months)
+        self.world.response.window = (settings.churn.gap_months, settings.churn.horizon_months)
+        self.summary = SynthSummary(
+            landing=landing, truth=truth, rows={"billing": 0, "cdr": 0, "complaints": 0}
+        )
+        self.ext = ".csv.gz" if cfg.dirt.gzip else ".csv"
+        self.reverse_alias: dict[str, str] = {}
+        for zh, en in settings.sources.complaints.aliases.items():
+            self.reverse_alias.setdefault(en, zh)
+        self.prev_cdr: pa.Table | None = None
+        self.prev_cdr_clean: np.ndarray | None = None
+        self.billing_files: list[Path] = []
+        self.cdr_files: list[Path] = []
+        self.contacts: list[pd.DataFrame] = []
+        self.month_i = 0
+
+    def write_month(self, out: MonthOutput) -> None:
+        """The month's extracts, its truth and its CRM rows (kept for :meth:`finish`)."""
+        cfg, dcfg, dirt, landing, ext = self.cfg, self.cfg.dirt, self.dirt, self.landing, self.ext
+        summary, truth, month_i = self.summary, self.truth, self.month_i
         ym = f"{out.month.year:04d}{out.month.month:02d}"
         # billing
         bs = billing_strings(out.billing)
@@ -162,7 +178,7 @@ def generate(
         dirt.apply("billing", name, cols)
         path = landing / name
         _write_csv(pd.DataFrame(cols), path, gz=dcfg.gzip)
-        billing_files.append(path)
+        self.billing_files.append(path)
         summary.rows["billing"] += len(bs)
         # cdr
         ct = cdr_strings(out.cdr)
@@ -175,8 +191,9 @@ def generate(
         # it entirely; later ones leave it empty now and then.
         cols["other_operator"] = dirt.blank(cols["other_operator"], 0.05)
         table = pa.table({c: pa.array(cols[c], pa.string()) for c in CDR.names})
-        if prev_cdr is not None and dcfg.duplicate_cdr_rate > 0:
-            table = pa.concat_tables([table, dirt.resend(prev_cdr, prev_cdr_clean, name, n_rows)])
+        if self.prev_cdr is not None and dcfg.duplicate_cdr_rate > 0:
+            resent = dirt.resend(self.prev_cdr, self.prev_cdr_clean, name, n_rows)
+            table = pa.concat_tables([table, resent])
         if month_i < 2:
             table = table.drop_columns(["other_operator"])
         files = (
@@ -185,11 +202,11 @@ def generate(
         for fname, part in files:
             p = landing / (fname if fname.endswith(ext) else fname + ext)
             _write_cdr(part, p, dcfg.gzip)
-            cdr_files.append(p)
+            self.cdr_files.append(p)
         summary.rows["cdr"] += table.num_rows
-        prev_cdr, prev_cdr_clean = table.slice(0, n_rows), clean_rows
-        if "other_operator" not in prev_cdr.column_names:
-            prev_cdr = prev_cdr.append_column(
+        self.prev_cdr, self.prev_cdr_clean = table.slice(0, n_rows), clean_rows
+        if "other_operator" not in self.prev_cdr.column_names:
+            self.prev_cdr = self.prev_cdr.append_column(
                 "other_operator", pa.array([""] * n_rows, pa.string())
             )
         # complaints
@@ -200,7 +217,7 @@ def generate(
             dirt.apply("complaints", name, cols)
         frame = pd.DataFrame(cols, columns=COMPLAINTS.names)
         if dcfg.gbk_pipe_complaints:
-            frame = frame.rename(columns=reverse_alias)
+            frame = frame.rename(columns=self.reverse_alias)
             _write_csv(frame, landing / name, delimiter="|", encoding="gbk", gz=dcfg.gzip)
         else:
             _write_csv(frame, landing / name, gz=dcfg.gzip)
@@ -209,41 +226,98 @@ def generate(
             pa.Table.from_pandas(out.truth, preserve_index=False),
             truth / "hazard" / f"month={out.month}.parquet",
         )
+        if out.response is not None:
+            pq.write_table(
+                pa.Table.from_pandas(out.response, preserve_index=False),
+                truth / "response" / f"month={out.month}.parquet",
+            )
+        if out.contacts is not None and len(out.contacts):
+            self.contacts.append(out.contacts)
+        self.month_i += 1
 
-    if dcfg.truncated_last_line and cdr_files:
-        _truncate_last_line(cdr_files[-1], dirt, dcfg.gzip)
-    redeliveries = _redeliver(landing, billing_files, dcfg, dirt)
-    dirt_log = pd.DataFrame(dirt.log, columns=LOG_COLUMNS)
-    dup_frame = pd.DataFrame(dirt.duplicates, columns=DUPLICATE_COLUMNS)
-    pq.write_table(pa.Table.from_pandas(dirt_log, preserve_index=False), truth / "dirt.parquet")
-    pq.write_table(
-        pa.Table.from_pandas(dup_frame, preserve_index=False),
-        truth / "duplicates.parquet",
+    def finish(self) -> SynthSummary:
+        """The dirt that spans files, the truth of the whole run, the CRM extract, the summary."""
+        cfg, dcfg, dirt, landing, truth = (
+            self.cfg,
+            self.cfg.dirt,
+            self.dirt,
+            self.landing,
+            self.truth,
+        )
+        summary, world = self.summary, self.world
+        if dcfg.truncated_last_line and self.cdr_files:
+            _truncate_last_line(self.cdr_files[-1], dirt, dcfg.gzip)
+        redeliveries = _redeliver(landing, self.billing_files, dcfg, dirt)
+        dirt_log = pd.DataFrame(dirt.log, columns=LOG_COLUMNS)
+        dup_frame = pd.DataFrame(dirt.duplicates, columns=DUPLICATE_COLUMNS)
+        pq.write_table(pa.Table.from_pandas(dirt_log, preserve_index=False), truth / "dirt.parquet")
+        pq.write_table(
+            pa.Table.from_pandas(dup_frame, preserve_index=False),
+            truth / "duplicates.parquet",
+        )
+        pq.write_table(
+            pa.Table.from_pandas(world.churn_truth(), preserve_index=False),
+            truth / "subscribers.parquet",
+        )
+        _set_delivery_times(landing)
+        self.write_crm()
+        summary.files = sorted(
+            str(p.relative_to(landing)) for p in landing.rglob("*") if p.is_file()
+        )
+        summary.bytes_on_disk = sum(p.stat().st_size for p in landing.rglob("*") if p.is_file())
+        summary.seconds = time.perf_counter() - self.t0
+        meta = {
+            "world_version": WORLD_VERSION,
+            "seed": cfg.seed,
+            "subscribers": cfg.subscribers,
+            "months": cfg.months,
+            "start_month": cfg.start_month,
+            "rows": summary.rows,
+            "files": summary.files,
+            "redeliveries": redeliveries,
+            "bytes_on_disk": summary.bytes_on_disk,
+            "seconds": round(summary.seconds, 1),
+            "dirt_rows": dirt_log["kind"].value_counts().to_dict(),
+        }
+        (truth / "summary.json").write_text(
+            json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8"
+        )
+        return summary
+
+    def write_crm(self) -> None:
+        """``crm/contact_history.csv``: every contact and hold-out of the run (docs/crm.md)."""
+        frame = (
+            pd.concat(self.contacts, ignore_index=True)
+            if self.contacts
+            else pd.DataFrame(columns=CRM_COLUMNS)
+        )
+        self.crm.mkdir(parents=True, exist_ok=True)
+        _write_csv(frame[CRM_COLUMNS], self.crm / "contact_history.csv")
+        self.summary.rows["contacts"] = len(frame)
+
+
+def generate(
+    settings: Settings,
+    landing: Path,
+    truth: Path,
+    *,
+    crm: Path | None = None,
+    show_progress: bool = True,
+) -> SynthSummary:
+    """Simulate ``settings.synth`` and write extracts to ``landing``, the hidden truth to ``truth``.
+
+    The operator's own past contacts go to ``crm`` (default ``<data_dir>/crm``).
+    """
+    delivery = Delivery(settings, landing, truth, crm=crm)
+    months = tqdm(
+        delivery.world.months(),
+        total=settings.synth.months,
+        desc="synth months",
+        disable=not show_progress,
     )
-    pq.write_table(
-        pa.Table.from_pandas(world.churn_truth(), preserve_index=False),
-        truth / "subscribers.parquet",
-    )
-    _set_delivery_times(landing)
-    summary.files = sorted(str(p.relative_to(landing)) for p in landing.rglob("*") if p.is_file())
-    summary.bytes_on_disk = sum(p.stat().st_size for p in landing.rglob("*") if p.is_file())
-    summary.seconds = time.perf_counter() - t0
-    meta = {
-        "seed": cfg.seed,
-        "subscribers": cfg.subscribers,
-        "months": cfg.months,
-        "start_month": cfg.start_month,
-        "rows": summary.rows,
-        "files": summary.files,
-        "redeliveries": redeliveries,
-        "bytes_on_disk": summary.bytes_on_disk,
-        "seconds": round(summary.seconds, 1),
-        "dirt_rows": dirt_log["kind"].value_counts().to_dict(),
-    }
-    (truth / "summary.json").write_text(
-        json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8"
-    )
-    return summary
+    for out in months:
+        delivery.write_month(out)
+    return delivery.finish()
 
 
 def _split_days(table: pa.Table, ym: str, n_own: int) -> list[tuple[str, pa.Table]]:
@@ -308,11 +382,18 @@ def _set_delivery_times(landing: Path) -> None:
         os.utime(p, (base + 10**6 + i * 60, base + 10**6 + i * 60))
 
 
-def load_truth(truth: Path) -> dict[str, pd.DataFrame]:
-    """The hidden truth, for tests and notebooks that compare a model with the best possible."""
-    return {
+def load_truth(truth: Path, *, response: bool = False) -> dict[str, pd.DataFrame]:
+    """The hidden truth, for tests and notebooks that compare a model with the best possible.
+
+    ``response`` adds the true effects of every contact month (large: 30-odd columns per
+    subscriber-month; ``response.true_effects`` reads one month).
+    """
+    out = {
         "subscribers": pd.read_parquet(truth / "subscribers.parquet"),
         "hazard": pd.read_parquet(truth / "hazard"),
         "dirt": pd.read_parquet(truth / "dirt.parquet"),
         "duplicates": pd.read_parquet(truth / "duplicates.parquet"),
     }
+    if response and any((truth / "response").glob("*.parquet")):
+        out["response"] = pd.read_parquet(truth / "response")
+    return out

@@ -11,6 +11,7 @@ produced one month at a time, so memory stays bounded by one month of events.
 All randomness comes from one generator, drawn in a fixed order: the same seed gives
 the same world, byte for byte. A month's steps run in the order :meth:`World.step`
 lists them; moving a step or a draw, or adding one, changes everything drawn after it.
+Retention contacts (:mod:`pipelines.synth.response`) draw from streams of their own.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pipelines.synth.calls import Calls, month_calls
 from pipelines.synth.config import SynthConfig
 from pipelines.synth.hazard import CANCELLED, SILENT, Leaving, drivers
 from pipelines.synth.population import PLANS, build_population, plan_fees
+from pipelines.synth.response import Response
 from pipelines.synth.tickets import TicketDesk
 
 ACTIVE, SUSPENDED_REQUEST, PRE_CANCEL, SUSPENDED_ARREARS = BILLING.enum(
@@ -51,6 +53,8 @@ class MonthOutput:
     cdr: pa.Table
     ticket_states: pd.DataFrame  # latest state this month of each ticket that changed
     truth: pd.DataFrame
+    response: pd.DataFrame | None = None  # the true effects of contacts (from the 2nd month)
+    contacts: pd.DataFrame | None = None  # the month's CRM rows
 
 
 @dataclass
@@ -126,14 +130,17 @@ class World:
         self._record_seq = 0
         self.prev_drop = np.zeros(n)
         self.prev_shock = np.zeros(n, bool)
+        self.response = Response(cfg, self)  # its own random streams: the world stays the same
 
     def months(self) -> Iterator[MonthOutput]:
         for m in range(len(self.periods)):
             yield self.step(m)
 
     # -- one month, step by step (the order is the order of the random draws) -------------
-    def step(self, m: int) -> MonthOutput:
+    def step(self, m: int, contacts: pd.DataFrame | None = None) -> MonthOutput:
+        """Month ``m``; ``contacts`` (msisdn, channel, offer, group) are the system's own."""
         period = self.periods[m]
+        self.response.begin(m, contacts)
         who = self._who_is_active(m)
         calls = self._calls(m, who)
         data_mb, shock = self._usage(who)
@@ -142,12 +149,15 @@ class World:
         self._renew_contracts(m)
         states, unresolved, regulator_open = self._complaints(m, who, calls, bill, account)
         decision = self._decide_churn(m, who, calls, bill, account, unresolved, regulator_open)
+        self.response.after_decide(m, who.active, decision)  # sets decision.decide
         status = self._status(m, who, account)
         rows = np.flatnonzero(who.active)
         billing = self._billing_rows(period, rows, who.silent, calls, bill, account, status)
         truth = self._truth_rows(m, period, rows, decision)
         self._roll(m, who, calls, bill, account)
-        return MonthOutput(period, billing, calls.cdr, states, truth)
+        self.response.close(m, decision.contrib, bill, account, unresolved)
+        r = self.response
+        return MonthOutput(period, billing, calls.cdr, states, truth, r.truth, r.contacts)
 
     def _who_is_active(self, m: int) -> _Who:
         """Billed this month, and how active: leavers fade before the exit, silent prepaid stop."""
@@ -225,18 +235,8 @@ class World:
             )
         prev_avg = self.bills.mean(axis=1)
         alert = (self.n_bills >= 3) & ((total > 3 * prev_avg) | (total < prev_avg / 3)) & active
-        return _Bill(
-            data_mb,
-            voice_over,
-            data_over,
-            voice_charge,
-            data_charge,
-            sms_charge,
-            vas,
-            discount,
-            total,
-            alert,
-        )
+        return _Bill(data_mb, voice_over, data_over, voice_charge, data_charge, sms_charge, vas,
+                     discount, total, alert)  # fmt: skip
 
     def _payments(self, who: _Who, bill: _Bill) -> _Account:
         """Postpaid pay the bill or fall into arrears; prepaid top up when low; points."""

@@ -114,8 +114,8 @@ def test_a_failed_step_stops_with_a_clear_message_and_leaves_what_was_written(
     s.model.name = "no-such-model"  # score cannot find a champion
     with pytest.raises(ChurnError, match="no champion registered for model 'no-such-model'"):
         flows.score_flow(s, "2025-10")
-    with pytest.raises(FileNotFoundError, match="2025-04"):  # a month never scored
-        flows.publish_flow(flow_world, "2025-04")
+    with pytest.raises(ChurnError, match="month 2025-04: not scored; run churn score first"):
+        flows.publish_flow(flow_world, "2025-04")  # a month never scored: one line, no retry
     assert {k: _digest(s.path(k)) for k in ("scores", "outputs")} == before
     root = s.path("outputs") / "retention"
     assert not [p.name for p in root.iterdir() if p.name.startswith(".")]  # no staging left

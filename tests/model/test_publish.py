@@ -243,7 +243,8 @@ def test_xlsx_opens_with_chinese_text_intact_and_a_styled_frozen_filtered_header
     ws = wb.active
     header = [c.value for c in ws[1]]
     assert header[:4] == ["list_rank", "channel_rank", "msisdn", "value_tier"]
-    assert ws["A1"].font.bold and ws.freeze_panes == "A2" and ws.auto_filter.ref
+    # the header row and the first two columns (rank, number) stay in view
+    assert ws["A1"].font.bold and ws.freeze_panes == "C2" and ws.auto_filter.ref
     col = header.index("reason_1_zh") + 1
     texts = [ws.cell(r, col).value for r in range(2, ws.max_row + 1) if ws.cell(r, col).value]
     assert texts and any(re.search(r"[\u4e00-\u9fff]", t) for t in texts)
@@ -305,3 +306,26 @@ def test_diff_against_last_month(published):
     prev_list = pd.read_parquet(s.path("outputs") / "retention" / prev.month / "all.parquet")
     held = set(_control(s, sc.month).subscriber_key)  # held back now: not in the diff at all
     assert (diff.change != "new").sum() == len(set(prev_list.subscriber_key) - held)
+
+
+def test_every_published_list_is_in_the_ledger_once_and_rerunning_replaces_it(published):
+    from pipelines import steps
+    from pipelines.campaigns import ledger
+
+    s, sc, manifest, _ = published
+    month = manifest["snapshot_month"]
+    rows = ledger.read(s.path("campaigns"))
+    assert sorted(rows.snapshot_month.unique()) == ["2025-10", month]
+    mine = rows[rows.snapshot_month == month]
+    assert (mine.group == "control").sum() == manifest["counts"]["control_group"]
+    assert (mine.group == "treated").sum() == manifest["counts"]["contact"]
+    assert set(mine.campaign) == {f"list-{month}"} and mine.msisdn.is_unique
+    assert (
+        manifest["ranking"]["method"] == "risk" and "no uplift model" in manifest["ranking"]["why"]
+    )
+    again = steps.publish(s, month)
+    assert again["published_on"] == manifest["published_on"]  # the teams' due dates stay
+    after = ledger.read(s.path("campaigns"))
+    pd.testing.assert_frame_equal(after[after.snapshot_month == month].reset_index(drop=True),
+                                  mine.reset_index(drop=True))  # fmt: skip
+    assert oct(ledger.ledger_dir(s.path("campaigns")).stat().st_mode & 0o777) == "0o700"

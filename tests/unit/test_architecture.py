@@ -75,5 +75,6 @@ def test_prefect_yaml_is_the_list_of_deployments_that_serve_serves():
     text = (ROOT / "prefect.yaml").read_text(encoding="utf-8")
     assert text == flows.prefect_yaml(s), "run: churn prefect-yaml > prefect.yaml"
     served = {d.name for d in flows.deployments(s)}
-    assert served == {"monthly-refresh", "ingest", "build-features", "train", "score", "publish"}
+    assert served == {"monthly-refresh", "ingest", "build-features", "train", "score", "publish",
+                      "train-uplift", "measure-campaigns"}  # fmt: skip
     assert all(f"- name: {n}\n" in text for n in served)

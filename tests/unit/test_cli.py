@@ -11,7 +11,7 @@ def test_every_command_is_registered_and_has_help():
     commands = typer.main.get_command(app).commands
     assert set(commands) == {
         "config", "synth", "ingest", "features", "train", "score", "publish", "refresh",
-        "demo", "serve", "rotate-key", "prefect-yaml",
+        "demo", "serve", "rotate-key", "prefect-yaml", "campaigns", "simulate",
     }  # fmt: skip
     for name in commands:
         res = runner.invoke(app, [name, "--help"])
@@ -88,3 +88,31 @@ def test_score_and_publish_run_without_prefect():
     commands = typer.main.get_command(app).commands
     for name in ("ingest", "features", "train", "score", "publish"):
         assert "no_prefect" in {p.name for p in commands[name].params}, name
+
+
+def test_a_step_given_a_month_names_what_is_wrong_in_one_line(tmp_path):
+    from pipelines import steps
+    from pipelines.lake.errors import ChurnError, UsageError
+    from tests.worlds import make_settings
+
+    s = make_settings(tmp_path)
+    with pytest.raises(UsageError, match="YYYY-MM, got '2025-13'"):
+        steps.given_month(s, "2025-13", "refresh")
+    with pytest.raises(ChurnError, match="month 2025-12: not scored; run churn score first"):
+        steps.given_month(s, "2025-12", "publish")
+    with pytest.raises(ChurnError, match="no feature snapshot"):
+        steps.given_month(s, "2025-12", "score")
+    assert steps.given_month(s, None, "publish") is None
+
+
+def test_a_republished_month_keeps_its_first_publication_day(tmp_path):
+    import datetime as dt
+    import json
+
+    from pipelines.publish.run import first_published
+
+    assert first_published(tmp_path) is None
+    (tmp_path / "manifest.json").write_text(json.dumps({"published_on": "2026-01-02"}))
+    assert first_published(tmp_path) == dt.date(2026, 1, 2)
+    (tmp_path / "manifest.json").write_text("{broken")
+    assert first_published(tmp_path) is None

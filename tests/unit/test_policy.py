@@ -100,6 +100,20 @@ def test_overall_and_channel_capacity():
     assert set(d[~d.selected].exclusion) == {"over_capacity"}
 
 
+def test_a_full_channel_overflows_to_the_next_and_says_why():
+    rows = [{"value_tier": "member", "p_churn": 0.9 - i * 0.01} for i in range(4)]
+    cap = {"account_manager": 1, "call_centre": 1, "sms_app": 1}
+    d = _run(rows, cfg=_cfg(control_share=0.0, capacity_per_channel=cap))
+    assert d.channel.tolist()[:3] == ["account_manager", "call_centre", "sms_app"]
+    assert d.selected.tolist() == [True, True, True, False]
+    assert d.exclusion.iat[3] == "over_capacity"
+    assert "客户经理本月名额（1）已满，改由呼叫中心联系" in d.channel_reason_zh.iat[1]
+    assert "account_manager full (1 this month): sms_app" not in d.channel_reason_en.iat[1]
+    assert "account_manager full (1 this month): sms_app instead" in d.channel_reason_en.iat[2]
+    no_overflow = _cfg(control_share=0.0, capacity_per_channel=cap, overflow_order=[])
+    assert _run(rows, cfg=no_overflow).selected.sum() == 1
+
+
 def test_unprofitable_tail_is_cut():
     d = _run([{"p_churn": 0.5}, {"p_churn": 0.01, "arpu_3m": 1.0}])
     assert (
@@ -208,6 +222,8 @@ def test_winback_renewal_and_reminders():
     from pipelines.publish import lists
 
     d, cfg = _decided(control_share=0.0)
+    off = d.msisdn.isin(["13800000006", "13800000007", "13800000008"])
+    d.loc[off, "selected"], d.loc[off, "exclusion"] = False, "not_profitable"
     rows, named, _ = lists.split(d, cfg, PUBLISHED)
     assert named["winback"].msisdn.tolist() == ["13800000005"]
     assert "13800000005" not in set(rows.msisdn)
@@ -218,6 +234,33 @@ def test_winback_renewal_and_reminders():
     assert "账单" in rem.iat[0] and "欠费35元" in rem.iat[0]
     en = lists.split(d, cfg, PUBLISHED, lang="en")[1]["reminders"].reminder.iat[0]
     assert "over-spend" in en and "arrears 35 CNY" in en
+
+
+def test_one_contact_a_month_and_the_reminder_rides_along():
+    from pipelines.publish import lists
+
+    d, cfg = _decided(control_share=0.0)  # everyone is on a call or SMS list
+    rows, named, _ = lists.split(d, cfg, PUBLISHED)
+    assert named["renewal"].empty and named["reminders"].empty
+    seen = [m for k, part in named.items() if k != "winback" for m in part.msisdn]
+    assert len(seen) == len(set(seen))  # nobody is on two lists
+    said = pd.concat([p for k, p in named.items() if k.startswith("retention_")])
+    said = said.set_index("msisdn").say
+    assert said["13800000008"].startswith("您好\n另请提醒：") and "欠费35元" in said["13800000008"]
+    assert said["13800000009"] == "您好"
+
+
+def test_list_capacity_keeps_the_most_valuable():
+    from pipelines.publish import lists
+
+    d, cfg = _decided(control_share=0.0)
+    d.loc[:, "selected"], d.loc[:, "exclusion"] = False, "not_profitable"
+    d["has_contract"], d["months_to_contract_end"] = 1, 1.0
+    cfg = cfg.model_copy(update={"list_capacity": {"renewal": 5}})
+    renewal = lists.split(d, cfg, PUBLISHED)[1]["renewal"]
+    assert len(renewal) == 5
+    top = d[~d.silent].sort_values("value_at_risk", ascending=False).msisdn.head(5)
+    assert set(renewal.msisdn) == set(top)
 
 
 def test_the_workbook_agents_open(tmp_path):

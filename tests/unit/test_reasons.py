@@ -146,3 +146,15 @@ def test_a_direction_word_without_a_change_is_refused():
 
     with pytest.raises(ValidationError, match="no `change`"):
         ReasonFact(en="calls {up|down}", zh="通话{上升|下降}")
+
+
+def test_what_to_say_carries_the_subscribers_own_numbers_when_they_say_something(reasons):
+    base = {
+        "arpu_1m": [180.0] * 3, "arpu_3m": [120.0] * 3, "seg_heavy_data_overage": [1, 1, 1],
+        "data_overage_charge_3m": [35.4, 0.2, None],
+    }  # fmt: skip
+    out = _texts(reasons, {"tariff_billing": [0.8, 0.8, 0.8]}, base)
+    plain_zh, plain_en = reasons.offers["data_pack"].say_zh, reasons.offers["data_pack"].say_en
+    assert out.say_zh[0] == "近3个月您的流量超套费月均35元，" + plain_zh
+    assert out.say_en[0] == "Extra data cost you 35 CNY a month over 3 months. " + plain_en
+    assert out.say_zh[1] == plain_zh and out.say_zh[2] == plain_zh  # 0 CNY and unknown: not said

@@ -1,0 +1,232 @@
+"""Train the uplift model out of time, judge it against a risk-only ranking, register it.
+
+The latest randomised contact months (``uplift.test_months``, pooled: one month's
+outcomes are too few) are the test: the learner never sees them. On that month
+its Qini coefficient (per arm and pooled) is compared with the ranking a risk score alone
+would give; it becomes champion only when it beats both that and random, so where there
+is nothing to learn the lists keep their risk ranking.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+
+from models import registry
+from models.config import UpliftConfig
+from models.uplift import UpliftLearner, uplift_learner
+from models.uplift_metrics import auuc, qini_auc, qini_curve
+
+log = logging.getLogger(__name__)
+
+PIP_REQUIREMENTS = ["lightgbm==4.7.0", "scikit-learn==1.9.1", "pandas==3.1.1", "numpy==2.4.6"]
+
+
+@dataclass
+class UpliftResult:
+    run_id: str
+    version: str
+    alias: str
+    decision: str
+    test_month: str
+    arms: list[str]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {"version": self.version, "alias": self.alias, "decision": self.decision,
+                "test_month": self.test_month, "arms": self.arms,
+                "metrics": {k: round(v, 4) for k, v in self.metrics.items()}}  # fmt: skip
+
+
+def evaluate(
+    y: np.ndarray, treatment: np.ndarray, effects: pd.DataFrame, risk: np.ndarray, control: str
+) -> dict[str, float]:
+    """Qini coefficients (normalised) and AUUC per arm and pooled, for the model and for risk.
+
+    Pooled, a row's score is its best arm's effect; risk-only contacts the likeliest
+    leavers first. Churn is to be reduced, so the effect is negated and ``y`` too.
+    """
+    out: dict[str, float] = {}
+    best = -effects.min(axis=1).to_numpy()
+    pools = {"all": np.ones(len(y), bool)} | {a: np.isin(treatment, [a, control]) for a in effects}
+    for name, rows in pools.items():
+        treated = treatment[rows] != control
+        if treated.all() or not treated.any():
+            continue
+        score = best[rows] if name == "all" else -effects[name].to_numpy()[rows]
+        sfx = "" if name == "all" else f"_{name}"
+        kw = dict(higher_is_better=False, normalize=True)
+        out[f"qini{sfx}"] = qini_auc(y[rows], treated, score, **kw)
+        out[f"qini_risk{sfx}"] = qini_auc(y[rows], treated, risk[rows], **kw)
+        out[f"auuc{sfx}"] = auuc(y[rows], treated, score, **kw)
+        out[f"auuc_risk{sfx}"] = auuc(y[rows], treated, risk[rows], **kw)
+    return out
+
+
+def _qini_plot(y, treatment, effects, risk, control) -> plt.Figure:
+    treated = treatment != control
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rng = np.random.default_rng(0)
+    for label, score in (("uplift model", -effects.min(axis=1).to_numpy()), ("risk only", risk),
+                         ("random", rng.random(len(y)))):  # fmt: skip
+        k, q = qini_curve(y, treated, score, higher_is_better=False)
+        ax.plot(k / k[-1], q, label=label)
+    ax.set_xlabel("share of subscribers contacted, best first")
+    ax.set_ylabel("churners saved (Qini)")
+    ax.legend()
+    ax.set_title("Out-of-time Qini curve")
+    return fig
+
+
+def test_split(frame: pd.DataFrame, cfg: UpliftConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(train, test, the test months' name): the last ``cfg.test_months`` contact months test."""
+    months = sorted(frame["contact_month"].unique())
+    tested = months[-cfg.test_months :] if len(months) > cfg.test_months else months[-1:]
+    name = tested[0] if len(tested) == 1 else f"{tested[0]}..{tested[-1]}"
+    return (
+        frame[frame["contact_month"] < tested[0]],
+        frame[frame["contact_month"] >= tested[0]],
+        name,
+    )
+
+
+def too_little(frame: pd.DataFrame, cfg: UpliftConfig) -> str | None:
+    """Why there is not enough randomised history to learn and test on, or None when there is."""
+    months = sorted(frame["contact_month"].unique()) if len(frame) else []
+    if len(months) < cfg.min_campaign_months:
+        return (f"{len(months)} randomised contact month(s) with known outcomes, "
+                f"{cfg.min_campaign_months} needed")  # fmt: skip
+    train, test, name = test_split(frame, cfg)
+    for part, what in ((train, "training months"), (test, f"test months {name}")):
+        n_c = int((part["treatment"] == cfg.control).sum())
+        arms = part.loc[part["treatment"] != cfg.control, "treatment"].value_counts()
+        if n_c < cfg.min_control or not (arms >= cfg.min_treated).any():
+            return (f"the {what} hold {n_c} control rows and at most {int(arms.max() if len(arms) else 0)} "
+                    f"treated rows of one channel; {cfg.min_control} and {cfg.min_treated} needed")  # fmt: skip
+    return None
+
+
+def _fit(cfg: UpliftConfig, frame: pd.DataFrame, features: list[str]) -> UpliftLearner:
+    return uplift_learner(cfg).fit(
+        frame[features], frame["treatment"].to_numpy(), frame["churned"].to_numpy()
+    )
+
+
+def train_uplift(
+    frame: pd.DataFrame,
+    features: list[str],
+    cfg: UpliftConfig,
+    *,
+    tracking_uri: str,
+    experiment: str,
+    artifacts: Path,
+    lineage: dict | None = None,
+) -> UpliftResult:
+    """Fit on all but the last ``cfg.test_months`` contact months, test on those, refit, register.
+
+    ``frame`` has the feature columns, ``treatment`` (an arm or ``cfg.control``),
+    ``churned`` (0/1) and ``contact_month``; no numbers.
+    """
+    months = sorted(frame["contact_month"].unique())
+    train, test, test_month = test_split(frame, cfg)
+    learner = _fit(cfg, train, features)
+    effects = learner.predict_effect(test[features])
+    risk = learner.control_model_.predict_proba(test[features].astype(float))[:, 1]
+    y, t = test["churned"].to_numpy(float), test["treatment"].to_numpy()
+    metrics = evaluate(y, t, effects, risk, cfg.control)
+    final = _fit(cfg, frame, features)
+    client = registry.setup_tracking(tracking_uri, experiment, artifacts)
+    with mlflow.start_run(run_name=f"uplift-{test_month}") as run:
+        mlflow.set_tags({"kind": "uplift", "test_month": test_month})
+        mlflow.log_params({"method": cfg.method,
+                           "train_months": ",".join(sorted(train["contact_month"].unique())),
+                           "test_month": test_month, "rows": len(frame),
+                           "arms": ",".join(final.arms_), "n_features": len(features)})  # fmt: skip
+        mlflow.log_params({f"lgbm_{k}": v for k, v in cfg.lgbm.model_dump().items()})
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
+        cols = [*features, "treatment", "churned", "contact_month"]
+        for ctx, d in (("train", train), ("test", test)):
+            logged = d[cols].astype({c: float for c in features})  # ints warn in MLflow
+            mlflow.log_input(mlflow.data.from_pandas(logged, targets="churned",
+                                                     name=f"uplift-{ctx}"), context=ctx)  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            fig = _qini_plot(y, t, effects, risk, cfg.control)
+            fig.savefig(Path(tmp) / "qini.png", dpi=110, bbox_inches="tight")
+            plt.close(fig)
+            (Path(tmp) / "lineage.json").write_text(json.dumps(lineage or {}, default=str))
+            (Path(tmp) / "feature_columns.json").write_text(json.dumps(features))
+            mlflow.log_artifacts(tmp, artifact_path="evaluation")
+        info = mlflow.sklearn.log_model(
+            final, name="model", pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=cfg.name, serialization_format="skops",
+            skops_trusted_types=_own_types(final),
+        )  # fmt: skip
+        version = str(info.registered_model_version)
+        q, qr = metrics.get("qini", np.nan), metrics.get("qini_risk", np.nan)
+        current = _current_qini(tracking_uri, cfg, test, y, t, risk)
+        alias, decision = _promote(client, cfg.name, version, q, qr, current, test_month)
+        if current is not None:
+            mlflow.log_metric("champion_test_qini", current[1])
+        client.update_model_version(
+            cfg.name, version,
+            description=f"{cfg.method.upper()}-learner on LightGBM, arms {', '.join(final.arms_)}; "
+            f"trained on contact months {months[0]}..{months[-1]}; out of time: {decision}.",
+        )  # fmt: skip
+        mlflow.set_tags({"promotion": alias, "promotion_decision": decision})
+    res = UpliftResult(run.info.run_id, version, alias, decision, test_month, list(final.arms_),
+                       metrics)  # fmt: skip
+    log.info("uplift model v%s: %s", version, decision)
+    return res
+
+
+def _current_qini(tracking_uri, cfg, test, y, t, risk) -> tuple[str, float] | None:
+    """The champion's Qini on the new test month (it never saw that month), or None."""
+    champ = registry.find(tracking_uri, cfg.name)
+    if champ is None:
+        return None
+    model = registry.load(champ)
+    if not set(model.feature_names_in_) <= set(test.columns):
+        return champ.version, float("-inf")  # other features: it cannot be compared, replace it
+    eff = model.predict_effect(test[list(model.feature_names_in_)])
+    return champ.version, evaluate(y, t, eff, risk, cfg.control).get("qini", float("-inf"))
+
+
+def _promote(client, name, version, q, q_risk, current, month) -> tuple[str, str]:
+    """Champion: the better of the new model and the champion, if it beats risk-only and random.
+
+    When neither does, nobody is champion and the lists fall back to the risk ranking.
+    """
+    best_v, best_q = version, q
+    if current is not None and current[1] >= q:
+        best_v, best_q = current
+    beats = np.isfinite(best_q) and best_q > 0 and best_q > q_risk
+    if beats and best_v == version:
+        client.set_registered_model_alias(name, registry.CHAMPION, version)
+        return registry.CHAMPION, (f"Qini {q:.3f} on {month} beats risk-only {q_risk:.3f}, random 0"
+                                   + (f" and champion v{current[0]} ({current[1]:.3f})"
+                                      if current else ""))  # fmt: skip
+    client.set_registered_model_alias(name, registry.CHALLENGER, version)
+    if beats:
+        return registry.CHALLENGER, (f"Qini {q:.3f} on {month}: champion v{best_v} stays "
+                                     f"({best_q:.3f}, risk-only {q_risk:.3f})")  # fmt: skip
+    if current is not None:
+        client.delete_registered_model_alias(name, registry.CHAMPION)
+    return registry.CHALLENGER, (
+        f"Qini {q:.3f} on {month} (champion: "
+        f"{'none' if current is None else f'v{current[0]} {current[1]:.3f}'}) does not beat "
+        f"risk-only {q_risk:.3f} and random 0: no champion, lists keep the risk ranking"
+    )
+
+
+def _own_types(model) -> list[str]:
+    import skops.io
+
+    return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))

@@ -1,0 +1,69 @@
+"""From randomised campaigns to the effect of contacting each subscriber, and back to a list.
+
+The training rows are every treated or held-out row of every campaign (the system's
+lists and the CRM's own pilots and targeted campaigns) whose horizon is observed, with
+the features of the snapshot before the contact month: what was known when the contact
+was decided. Complaint callbacks are never held out, so they teach nothing and are left out.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from features import store
+from features.build import model_features
+from models import registry
+from pipelines.campaigns import measure
+from pipelines.campaigns.run import experiment_rows
+from pipelines.config import Settings
+
+log = logging.getLogger(__name__)
+
+PREFIX = "uplift_"  # effect columns of a scored month: uplift_<channel>
+
+
+def training_frame(settings: Settings) -> tuple[pd.DataFrame, list[str]]:
+    """Rows (features, ``treatment``, ``churned``, ``contact_month``) and the feature names."""
+    cfg = settings.uplift
+    rows = measure.with_outcomes(experiment_rows(settings), settings.path("features"))
+    rows = rows[rows["churned"].notna() & ~rows["complaint_callback"].fillna(False).astype(bool)]
+    feats = model_features()
+    parts = []
+    for month, part in rows.groupby("snapshot_month"):
+        snap = store.read_snapshots(settings.path("features"), [month])
+        keep = ["msisdn", *[f for f in feats if f in snap.columns]]
+        parts.append(part[["msisdn", "group", "channel", "contact_month", "churned"]]
+                     .merge(snap[keep], on="msisdn", how="inner"))  # fmt: skip
+    if not parts:
+        return pd.DataFrame(columns=["treatment", "churned", "contact_month"]), []
+    frame = pd.concat(parts, ignore_index=True)
+    frame["treatment"] = np.where(frame["group"] == "treated", frame["channel"], cfg.control)
+    frame = frame.drop_duplicates(["msisdn", "contact_month"], keep="first")
+    used = [f for f in feats if f in frame.columns]
+    return frame[[*used, "treatment", "churned", "contact_month"]].reset_index(drop=True), used
+
+
+def effects(
+    settings: Settings, month: str, scored: pd.DataFrame
+) -> tuple[pd.DataFrame | None, str]:
+    """Each scored subscriber's estimated effect of contact per channel, and why (or why not).
+
+    None when no uplift model is champion: the lists then keep the risk ranking.
+    """
+    name = settings.uplift.name
+    champ = registry.find(settings.tracking_uri(), name)
+    if champ is None:
+        return None, (f"no uplift model is champion ('{name}': too little randomised campaign "
+                      "history, or it did not beat the risk ranking): ranked by value at risk")  # fmt: skip
+    model = registry.load(champ)
+    snap = store.read_snapshots(settings.path("features"), [month])
+    snap = snap[snap["msisdn"].isin(scored["msisdn"])]
+    eff = model.predict_effect(snap[list(model.feature_names_in_)])
+    eff.columns = [f"{PREFIX}{c}" for c in eff.columns]
+    eff.insert(0, "msisdn", snap["msisdn"].to_numpy())
+    why = (f"ranked by expected incremental value from uplift model {name} v{champ.version} "
+           f"(arms {', '.join(model.arms_)})")  # fmt: skip
+    return eff.reset_index(drop=True), why
