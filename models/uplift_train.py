@@ -1,9 +1,9 @@
 """Train the uplift model out of time, judge it against a risk-only ranking, register it.
 
 The latest randomised contact months (``uplift.test_months``, pooled: one month's
-outcomes are too few) are the test: the learner never sees them. On that month
-its Qini coefficient (per arm and pooled) is compared with the ranking a risk score alone
-would give; it becomes champion only when it beats both that and random, so where there
+outcomes are too few) are the test: the learner never sees them. On those months
+the mean over channels of each channel's Qini coefficient against control is compared
+with the same for the ranking a risk score alone would give; it becomes champion only when it beats both that and random, so where there
 is nothing to learn the lists keep their risk ranking.
 """
 
@@ -68,6 +68,11 @@ def evaluate(
         out[f"qini_risk{sfx}"] = qini_auc(y[rows], treated, risk[rows], **kw)
         out[f"auuc{sfx}"] = auuc(y[rows], treated, score, **kw)
         out[f"auuc_risk{sfx}"] = auuc(y[rows], treated, risk[rows], **kw)
+    # the policy picks an arm per subscriber, so what matters is each arm's own ranking
+    arms = [a for a in effects if f"qini_{a}" in out]
+    if arms:
+        out["qini_arms"] = float(np.mean([out[f"qini_{a}"] for a in arms]))
+        out["qini_risk_arms"] = float(np.mean([out[f"qini_risk_{a}"] for a in arms]))
     return out
 
 
@@ -96,6 +101,20 @@ def test_split(frame: pd.DataFrame, cfg: UpliftConfig) -> tuple[pd.DataFrame, pd
         frame[frame["contact_month"] >= tested[0]],
         name,
     )
+
+
+def judged_rows(test: pd.DataFrame) -> pd.DataFrame:
+    """The test rows a Qini curve can be read on: those of balanced randomised campaigns.
+
+    A Qini curve compares treated and control rows among the top k. When campaigns with
+    different hold-out shares are mixed (a 50/50 pilot, a targeted campaign holding out
+    10%), the high-risk top k holds the targeted campaign's few controls, and the curve
+    mixes populations. Without a ``balanced`` column, or with no balanced rows, every row
+    is used.
+    """
+    if "balanced" not in test or not test["balanced"].any():
+        return test
+    return test[test["balanced"].astype(bool)]
 
 
 def too_little(frame: pd.DataFrame, cfg: UpliftConfig) -> str | None:
@@ -138,6 +157,7 @@ def train_uplift(
     months = sorted(frame["contact_month"].unique())
     train, test, test_month = test_split(frame, cfg)
     learner = _fit(cfg, train, features)
+    test = judged_rows(test)
     effects = learner.predict_effect(test[features])
     risk = learner.control_model_.predict_proba(test[features].astype(float))[:, 1]
     y, t = test["churned"].to_numpy(float), test["treatment"].to_numpy()
@@ -170,7 +190,7 @@ def train_uplift(
             skops_trusted_types=_own_types(final),
         )  # fmt: skip
         version = str(info.registered_model_version)
-        q, qr = metrics.get("qini", np.nan), metrics.get("qini_risk", np.nan)
+        q, qr = metrics.get("qini_arms", np.nan), metrics.get("qini_risk_arms", np.nan)
         current = _current_qini(tracking_uri, cfg, test, y, t, risk)
         alias, decision = _promote(client, cfg.name, version, q, qr, current, test_month)
         if current is not None:
@@ -196,7 +216,7 @@ def _current_qini(tracking_uri, cfg, test, y, t, risk) -> tuple[str, float] | No
     if not set(model.feature_names_in_) <= set(test.columns):
         return champ.version, float("-inf")  # other features: it cannot be compared, replace it
     eff = model.predict_effect(test[list(model.feature_names_in_)])
-    return champ.version, evaluate(y, t, eff, risk, cfg.control).get("qini", float("-inf"))
+    return champ.version, evaluate(y, t, eff, risk, cfg.control).get("qini_arms", float("-inf"))
 
 
 def _promote(client, name, version, q, q_risk, current, month) -> tuple[str, str]:

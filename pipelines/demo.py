@@ -10,8 +10,8 @@ def _uplift_line(up: dict) -> str:
         return up["skipped"]
     m = up.get("metrics", {})
     return (
-        f"v{up['version']} ({up['alias']}): out-of-time Qini {m.get('qini', float('nan')):.3f} "
-        f"vs risk-only {m.get('qini_risk', float('nan')):.3f}, AUUC {m.get('auuc', float('nan')):.3f}"
+        f"v{up['version']} ({up['alias']}): out-of-time Qini {m.get('qini_arms', float('nan')):.3f} "
+        f"vs risk-only {m.get('qini_risk_arms', float('nan')):.3f}, AUUC {m.get('auuc', float('nan')):.3f}"
     )
 
 

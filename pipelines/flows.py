@@ -218,7 +218,7 @@ def uplift_task(settings: Settings) -> dict:
             markdown=(
                 f"**Uplift model v{out['version']}** ({out['alias']}): {out['decision']}.\n\n"
                 f"Out-of-time Qini coefficient on {out['test_month']}: model "
-                f"{m.get('qini', float('nan')):.3f}, risk only {m.get('qini_risk', float('nan')):.3f}, "
+                f"{m.get('qini_arms', float('nan')):.3f}, risk only {m.get('qini_risk_arms', float('nan')):.3f}, "
                 f"random 0; AUUC model {m.get('auuc', float('nan')):.3f}."
             ),
         )

@@ -23,6 +23,7 @@ from pipelines.config import Settings
 log = logging.getLogger(__name__)
 
 PREFIX = "uplift_"  # effect columns of a scored month: uplift_<channel>
+BALANCED = (0.3, 0.7)  # treated share of a campaign whose rows the out-of-time test reads
 
 
 def training_frame(settings: Settings) -> tuple[pd.DataFrame, list[str]]:
@@ -35,15 +36,20 @@ def training_frame(settings: Settings) -> tuple[pd.DataFrame, list[str]]:
     for month, part in rows.groupby("snapshot_month"):
         snap = store.read_snapshots(settings.path("features"), [month])
         keep = ["msisdn", *[f for f in feats if f in snap.columns]]
-        parts.append(part[["msisdn", "group", "channel", "contact_month", "churned"]]
+        parts.append(part[["msisdn", "campaign", "group", "channel", "contact_month", "churned"]]
                      .merge(snap[keep], on="msisdn", how="inner"))  # fmt: skip
     if not parts:
         return pd.DataFrame(columns=["treatment", "churned", "contact_month"]), []
     frame = pd.concat(parts, ignore_index=True)
     frame["treatment"] = np.where(frame["group"] == "treated", frame["channel"], cfg.control)
     frame = frame.drop_duplicates(["msisdn", "contact_month"], keep="first")
+    # a campaign that treats about as many as it holds out is randomised over those it drew
+    # with one propensity: the out-of-time test reads Qini curves on those campaigns only
+    share = frame.groupby("campaign")["group"].transform(lambda g: (g == "treated").mean())
+    frame["balanced"] = share.between(*BALANCED)
     used = [f for f in feats if f in frame.columns]
-    return frame[[*used, "treatment", "churned", "contact_month"]].reset_index(drop=True), used
+    cols = [*used, "treatment", "churned", "contact_month", "balanced"]
+    return frame[cols].reset_index(drop=True), used
 
 
 def effects(

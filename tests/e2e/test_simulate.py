@@ -20,7 +20,10 @@ CHURN = Path(sys.prefix) / "bin" / "churn"
 def simulated(tmp_path_factory):
     root = tmp_path_factory.mktemp("simworld")
     cfg = root / "churn.yaml"
-    cfg.write_text(f"paths:\n  data_dir: {root / 'data'}\nsynth:\n  seed: 31\n")
+    cfg.write_text(  # smaller models: the loop is under test here, not their quality
+        f"paths:\n  data_dir: {root / 'data'}\nsynth:\n  seed: 31\n"
+        "model:\n  lgbm: {n_estimators: 150}\nuplift:\n  lgbm: {n_estimators: 50}\n"
+    )
     run = subprocess.run(
         [str(CHURN), "--config", str(cfg), "simulate", "--months", "2", "--subscribers", "1500",
          "--history", "11"],
