@@ -1,7 +1,7 @@
 """Measured campaign effects against the synthetic operator's true effects.
 
 The measurement's statistics on real randomised campaigns: the CRM's pilots and targeted
-campaigns of three worlds, outcomes from the truth's churn months (the label window of
+campaigns of two worlds, outcomes from the truth's churn months (the label window of
 the contact month), intervals from :mod:`pipelines.campaigns.measure`.
 """
 
@@ -20,7 +20,7 @@ from tests.worlds import make_settings
 
 
 def _intervals(root, seed: int) -> pd.DataFrame:
-    s = make_settings(root, subscribers=2500, months=9, seed=seed,
+    s = make_settings(root, subscribers=2500, months=11, seed=seed,
                       response={"pilot_share": 0.15, "targeted_share": 0.07, "holdout": 0.3})  # fmt: skip
     generate(s, s.path("landing"), s.path("truth"), show_progress=False)
     crm = read_contact_history(s.path("data_dir") / "crm" / "contact_history.csv",
@@ -49,13 +49,13 @@ def _intervals(root, seed: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def intervals(tmp_path_factory) -> pd.DataFrame:
-    return pd.concat([_intervals(tmp_path_factory.mktemp(f"cov{seed}"), seed) for seed in (7, 8, 9)],
+    return pd.concat([_intervals(tmp_path_factory.mktemp(f"cov{seed}"), seed) for seed in (7, 8)],
                      ignore_index=True)  # fmt: skip
 
 
 def test_measured_intervals_cover_the_true_effect_in_nine_campaigns_of_ten(intervals):
     covered = (intervals.low <= intervals.true) & (intervals.true <= intervals.high)
-    assert len(intervals) >= 36
+    assert len(intervals) >= 32
     assert covered.mean() >= 0.9, intervals[~covered]
 
 
