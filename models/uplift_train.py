@@ -22,6 +22,7 @@ import pandas as pd
 
 from models import registry
 from models.config import UpliftConfig
+from models.train import _own_types  # the classes a skops load may trust
 from models.uplift import UpliftLearner, uplift_learner
 from models.uplift_metrics import auuc, qini_auc, qini_curve
 
@@ -244,9 +245,3 @@ def _promote(client, name, version, q, q_risk, current, month) -> tuple[str, str
         f"{'none' if current is None else f'v{current[0]} {current[1]:.3f}'}) does not beat "
         f"risk-only {q_risk:.3f} and random 0: no champion, lists keep the risk ranking"
     )
-
-
-def _own_types(model) -> list[str]:
-    import skops.io
-
-    return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
