@@ -212,8 +212,28 @@ class UpliftConfig(Strict):
     test_months: int = Field(
         2, ge=1, description="the latest contact months, pooled, are the out-of-time test"
     )
-    method: Literal["t", "x", "dr"] = Field(
-        "x", description="meta-learner: t (one model per arm), x (X-learner), dr (doubly robust)"
+    method: Literal["risk", "t", "x", "dr"] = Field(
+        "risk",
+        description="risk (risk-based: a few arm terms around a risk model fitted on the "
+        "whole base), or a meta-learner: t (one model per arm), x (X-learner), dr (doubly "
+        "robust)",
+    )
+    gate_confidence: float = Field(
+        0.9,
+        gt=0,
+        lt=1,
+        description="promotion needs the lower end of this bootstrap interval of Qini(model) "
+        "- Qini(risk ranking) on the test months above 0: an edge, not noise",
+    )
+    gate_resamples: int = Field(200, ge=20, description="bootstrap resamples of the gate")
+    baseline_rows: int = Field(
+        200_000, ge=1000, description="at most this many uncontacted rows for the risk model"
+    )
+    n_modifiers: int = Field(
+        6, ge=0, le=30, description="risk-based: features allowed to shift an arm's effect"
+    )
+    penalty: float = Field(
+        30.0, ge=0, description="risk-based: L2 penalty shrinking the arm terms towards none"
     )
     control: str = Field("control", description="treatment label of the uncontacted arm")
     min_treated: int = Field(200, ge=1, description="an arm with fewer rows is dropped (warned)")

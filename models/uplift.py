@@ -45,6 +45,19 @@ def make_lgbm_regressor(params: dict[str, Any], seed: int) -> lgb.LGBMRegressor:
     return lgb.LGBMRegressor(objective="regression", **lgbm_fixed(seed), **params)
 
 
+def checked_inputs(X, treatment, y, sample_weight=None):
+    """(float X, treatment labels, 0/1 y, weights), or a ValueError that says what is wrong."""
+    X = _as_float(X)
+    t = np.asarray(treatment).astype(str)
+    y = np.asarray(y)
+    if not (len(X) == len(t) == len(y)):
+        raise ValueError(f"X, treatment and y differ in length: {len(X)}, {len(t)}, {len(y)}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("y must be 0/1 (1 = churned)")
+    w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, float)
+    return X, t, y.astype(int), w
+
+
 class _Constant:
     """A propensity 'model' for known shares: the same probability for every row."""
 
@@ -108,15 +121,7 @@ class UpliftLearner(BaseEstimator):
             )
         if self.method == "dr" and self.n_folds < 2:
             raise ValueError("the DR-learner cross-fits: n_folds must be 2 or more")
-        X = _as_float(X)
-        t = np.asarray(treatment).astype(str)
-        y = np.asarray(y)
-        if not (len(X) == len(t) == len(y)):
-            raise ValueError(f"X, treatment and y differ in length: {len(X)}, {len(t)}, {len(y)}")
-        if not np.isin(y, (0, 1)).all():
-            raise ValueError("y must be 0/1 (1 = churned)")
-        y = y.astype(int)
-        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, float)
+        X, t, y, w = checked_inputs(X, treatment, y, sample_weight)
         self.arms_, self.dropped_arms_ = self._arms(t)
         given = self._given_propensity(propensity, t, X.index)
         ctl = t == self.control
@@ -287,10 +292,19 @@ class UpliftLearner(BaseEstimator):
         return self.control_model_.predict_proba(Xf)[:, 1]
 
 
-def uplift_learner(cfg: UpliftConfig, **overrides: Any) -> UpliftLearner:
+def uplift_learner(cfg: UpliftConfig, **overrides: Any):
     """The learner the settings describe (keyword overrides win, e.g. in experiments)."""
+    method = overrides.pop("method", cfg.method)
+    if method == "risk":
+        from models.uplift_risk import RiskScaledUplift
+
+        common = dict(control=cfg.control, min_treated=cfg.min_treated,
+                      min_control=cfg.min_control, n_folds=cfg.n_folds,
+                      n_modifiers=cfg.n_modifiers, penalty=cfg.penalty,
+                      lgbm_params=cfg.lgbm.model_dump(), seed=cfg.seed)  # fmt: skip
+        return RiskScaledUplift(**(common | overrides))
     params = dict(
-        method=cfg.method,
+        method=method,
         control=cfg.control,
         min_treated=cfg.min_treated,
         min_control=cfg.min_control,

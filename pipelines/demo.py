@@ -9,10 +9,7 @@ def _uplift_line(up: dict) -> str:
     if "skipped" in up:
         return up["skipped"]
     m = up.get("metrics", {})
-    return (
-        f"v{up['version']} ({up['alias']}): out-of-time Qini {m.get('qini_arms', float('nan')):.3f} "
-        f"vs risk-only {m.get('qini_risk_arms', float('nan')):.3f}, AUUC {m.get('auuc', float('nan')):.3f}"
-    )
+    return f"v{up['version']} ({up['alias']}): {up['decision']}; AUUC {m.get('auuc', float('nan')):.3f}"
 
 
 def _campaigns_line(c: dict) -> str:

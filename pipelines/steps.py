@@ -216,7 +216,7 @@ def train_uplift(settings: Settings) -> dict:
     from models import registry
     from models.uplift_train import too_little
     from models.uplift_train import train_uplift as run
-    from pipelines.campaigns.uplift import training_frame
+    from pipelines.campaigns.uplift import baseline_frame, training_frame
 
     frame, feats = training_frame(settings)
     months = sorted(frame["contact_month"].unique()) if len(frame) else []
@@ -231,6 +231,8 @@ def train_uplift(settings: Settings) -> dict:
         experiment=settings.model.experiment, artifacts=settings.path("mlflow") / "artifacts",
         lineage={"contact_months": months, "rows": len(frame),
                  "arms": frame["treatment"].value_counts().to_dict()},
+        baseline=baseline_frame(settings, frame, feats)
+        if settings.uplift.method == "risk" else None,
     )  # fmt: skip
     return res.summary()
 

@@ -52,6 +52,38 @@ def training_frame(settings: Settings) -> tuple[pd.DataFrame, list[str]]:
     return frame[cols].reset_index(drop=True), used
 
 
+def baseline_frame(settings: Settings, frame: pd.DataFrame, features: list[str],
+                   ) -> pd.DataFrame:  # fmt: skip
+    """The base outside every campaign in the campaigns' snapshot months, for the risk model
+    of the risk-based learner: features, ``churned`` (the snapshot label), ``contact_month``.
+
+    Rows already in ``frame`` (treated or held out) are left out, so the risk the arm terms
+    are fitted on is never an in-sample prediction. At most ``uplift.baseline_rows`` rows,
+    a seeded sample spread over the months.
+    """
+    cfg = settings.uplift
+    contacted = experiment_rows(settings)[["msisdn", "snapshot_month"]]
+    parts = []
+    for month in sorted(contacted["snapshot_month"].unique()):
+        if month not in set(store.months(settings.path("features"))):
+            continue
+        snap = store.read_snapshots(settings.path("features"), [month],
+                                    columns=["msisdn", "label_churn", *features])  # fmt: skip
+        taken = contacted.loc[contacted["snapshot_month"] == month, "msisdn"]
+        snap = snap[snap["label_churn"].notna() & ~snap["msisdn"].isin(taken)]
+        contact = str(pd.Period(month, freq="M") + 1)
+        parts.append(snap.drop(columns="msisdn").rename(columns={"label_churn": "churned"})
+                     .assign(contact_month=contact))  # fmt: skip
+    if not parts:
+        return pd.DataFrame(columns=[*features, "churned", "contact_month"])
+    base = pd.concat(parts, ignore_index=True)
+    base = base[base["contact_month"].isin(frame["contact_month"].unique())]
+    if len(base) > cfg.baseline_rows:
+        base = base.sample(cfg.baseline_rows, random_state=cfg.seed)
+    base["churned"] = base["churned"].astype(int)
+    return base.reset_index(drop=True)
+
+
 def effects(
     settings: Settings, month: str, scored: pd.DataFrame
 ) -> tuple[pd.DataFrame | None, str]:

@@ -12,6 +12,8 @@ from scipy.stats import spearmanr
 from models.config import UpliftConfig
 from models.uplift import UpliftLearner, incremental_value, uplift_learner
 from models.uplift_metrics import qini_auc
+from models.uplift_risk import RiskScaledUplift
+from models.uplift_train import qini_edge
 
 SHARES = {"control": 0.4, "call": 0.2, "email": 0.2, "sms": 0.2}
 ARMS = ["call", "email", "sms"]
@@ -64,10 +66,11 @@ def hetero():
 @pytest.fixture(scope="module")
 def hetero_fits(hetero):
     (X, t, y, _, _), _ = hetero
-    return {m: UpliftLearner(method=m, lgbm_params=FAST).fit(X, t, y) for m in ("t", "x", "dr")}
+    fits = {m: UpliftLearner(method=m, lgbm_params=FAST).fit(X, t, y) for m in ("t", "x", "dr")}
+    return fits | {"risk": RiskScaledUplift(lgbm_params=FAST).fit(X, t, y)}
 
 
-@pytest.mark.parametrize("method", ["t", "x", "dr"])
+@pytest.mark.parametrize("method", ["risk", "t", "x", "dr"])
 def test_each_method_recovers_the_ranking_of_effects(hetero, hetero_fits, method):
     _, (Xt, tt, yt, truet, p0t) = hetero
     eff = hetero_fits[method].predict_effect(Xt)
@@ -79,25 +82,31 @@ def test_each_method_recovers_the_ranking_of_effects(hetero, hetero_fits, method
     assert min(rho.values()) > 0.3 and np.mean(list(rho.values())) > 0.5, rho
     assert all(q[a] > q_risk[a] + 0.03 for a in ARMS), (q, q_risk)
     # sleeping dogs: where the truth says a call harms, the learned effect is mostly harmful too
+    # (the risk-based learner's effect is linear in the modifiers' ranks: a blurrier border)
     dogs = truet["call"] > 0.03
-    assert (eff["call"][dogs] > 0).mean() > 0.7
+    assert (eff["call"][dogs] > 0).mean() > (0.65 if method == "risk" else 0.7)
 
 
-def test_x_learner_is_the_default_and_not_worse_than_t(hetero, hetero_fits):
+def test_risk_based_is_the_default_and_not_worse_than_the_meta_learners(hetero, hetero_fits):
     _, (Xt, _, _, truet, _) = hetero
-    assert UpliftConfig().method == "x" == UpliftLearner().method
+    assert UpliftConfig().method == "risk"
+    assert isinstance(uplift_learner(UpliftConfig()), RiskScaledUplift)
+    assert UpliftLearner().method == "x"  # the best of the meta-learners when asked for one
 
     def rho(m):
         eff = hetero_fits[m].predict_effect(Xt)
         return np.mean([spearmanr(eff[a], truet[a]).statistic for a in ARMS])
 
     assert rho("x") >= rho("t") - 0.02
+    assert rho("risk") >= rho("x") - 0.02
 
 
-def test_with_a_homogeneous_effect_the_learned_ranking_is_as_good_as_the_risk():
+@pytest.mark.parametrize("method", ["risk", "x"])
+def test_with_a_homogeneous_effect_the_learned_ranking_is_as_good_as_the_risk(method):
     X, t, y, _, _ = simulate(N, seed=3, homogeneous=True)
     Xt, tt, yt, truet, p0t = simulate(N, seed=4, homogeneous=True)
-    eff = UpliftLearner(lgbm_params=FAST).fit(X, t, y, propensity=SHARES).predict_effect(Xt)
+    learner = uplift_learner(UpliftConfig(), method=method, lgbm_params=FAST)
+    eff = learner.fit(X, t, y, propensity=SHARES).predict_effect(Xt)
     for arm in ARMS:
         # expected churners kept by contacting the top 30%: learned ranking vs risk ranking
         def kept(score, arm=arm):
@@ -174,3 +183,31 @@ def test_deterministic_for_a_seed_and_follows_scikit_learn_conventions():
     pd.testing.assert_frame_equal(fitted.predict_effect(shuffled), fitted.predict_effect(X))
     with pytest.raises(ValueError, match="method"):
         UpliftLearner(method="s").fit(X, t, y)
+
+
+def test_the_risk_based_learner_uses_uncontacted_rows_for_its_risk_and_finds_the_effect_scale():
+    """A small pilot beside a large uncontacted base: the risk model reads the base, the
+    arm terms the pilot; the effect grows with risk as it does in the truth."""
+    X, t, y, _, _ = simulate(4000, seed=5, homogeneous=True)
+    Xb, _, _, _, p0b = simulate(40_000, seed=6, homogeneous=True)
+    yb = (np.random.default_rng(6).random(len(p0b)) < p0b).astype(int)
+    Xt, _, _, truet, p0t = simulate(N, seed=7, homogeneous=True)
+    alone = RiskScaledUplift(lgbm_params=FAST).fit(X, t, y)
+    based = RiskScaledUplift(lgbm_params=FAST).fit(X, t, y, baseline_X=Xb, baseline_y=yb)
+    assert based.baseline_rows_ == 40_000 and alone.baseline_rows_ == 0
+    for arm in ARMS:
+        e = based.predict_effect(Xt)[arm]
+        assert spearmanr(e, truet[arm]).statistic > 0.9
+        assert spearmanr(e, truet[arm]).statistic >= spearmanr(
+            alone.predict_effect(Xt)[arm], truet[arm]).statistic - 0.01  # fmt: skip
+        assert (e < 0).mean() > 0.95  # every arm helps here, and it says so
+
+
+def test_the_gate_edge_is_wide_on_noise_and_clear_on_a_real_effect():
+    """Qini(model) - Qini(risk), bootstrapped: a ranking by noise does not clear 0."""
+    Xt, tt, yt, truet, p0t = simulate(6000, seed=8)
+    noise = pd.DataFrame(np.random.default_rng(0).normal(size=(len(tt), 3)), columns=ARMS)
+    lo, hi = qini_edge(yt, tt, noise, p0t, "control", resamples=60)
+    assert lo < 0 < hi
+    lo, hi = qini_edge(yt, tt, truet, p0t, "control", resamples=60)
+    assert 0 < lo < hi
