@@ -38,6 +38,7 @@ class RegisteredVersion:
     run_id: str
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def model_uri(self) -> str:
@@ -100,7 +101,7 @@ def latest_version(tracking_uri: str, name: str) -> RegisteredVersion | None:
     mv = max(versions, key=lambda v: int(v.version))
     run = client.get_run(mv.run_id)
     return RegisteredVersion(name, str(mv.version), mv.run_id, dict(run.data.params),
-                             dict(run.data.metrics))  # fmt: skip
+                             dict(run.data.metrics), dict(run.data.tags))  # fmt: skip
 
 
 def load(version: RegisteredVersion):

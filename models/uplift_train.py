@@ -259,10 +259,18 @@ def train_uplift(
 
 
 def _current_qini(tracking_uri, cfg, test, y, t, risk) -> tuple[str, float, tuple] | None:
-    """The champion's Qini on the new test months (it never saw them) and its edge, or None."""
+    """The champion's Qini on the new test months and its edge, or None.
+
+    A champion refitted on months that are now test months is not judged on them (-inf):
+    its in-sample Qini would keep it in place on what it memorised.
+    """
     champ = registry.find(tracking_uri, cfg.name)
     if champ is None:
         return None
+    seen = champ.params.get("test_month", "")[-7:]  # its final fit read every month to here
+    if seen and str(test["contact_month"].min()) <= seen:
+        nan = float("nan")  # it learned from these test months: no fair comparison, replace it
+        return champ.version, float("-inf"), (nan, nan)
     model = registry.load(champ)
     if not set(model.feature_names_in_) <= set(test.columns):
         nan = float("nan")  # other features: it cannot be compared, replace it

@@ -25,7 +25,7 @@ from pipelines import steps
 from pipelines.campaigns import ledger
 from pipelines.config import Settings
 from pipelines.synth.deliver import Delivery
-from pipelines.synth.response import effect_column, true_effects
+from pipelines.synth.response import effect_column, knowable_effects, true_effects
 
 log = logging.getLogger(__name__)
 
@@ -129,28 +129,39 @@ def _greedy(gain: np.ndarray, channels: list[str], capacity: dict[str, int], tot
 
 
 def compare_targeting(settings: Settings, month: str) -> dict:
-    """Risk-ranked list, uplift list and the true-effect oracle for snapshot ``month``, scored
-    exactly with the world's true effects of the contact month, at the same capacity.
+    """Lists for snapshot ``month`` scored exactly with the world's true effects of the
+    contact month, at the same capacity:
 
-    Everyone gets the offer the reasons pick (the same for all three), so what is compared
-    is whom to contact and through which channel. The capacity is the risk list's size
-    and the configured channel capacities.
+    - ``risk``: ranked by value at risk; ``uplift``: as published (the champion's ranking,
+      or the risk ranking when there is none); ``learned``: the newest uplift model's
+      ranking, champion or not (what the gate turned down would have done);
+    - ``oracle``: the true effects, greedily under the channel capacities;
+    - ``knowable``: the same for the true effects with the snapshot month's own decisions
+      replaced by their chance (``knowable_effects``): the bound for a list made from data.
+
+    Everyone gets the offer the reasons pick (the same for all), so what is compared is
+    whom to contact and through which channel. The capacity is the risk list's size and
+    the configured channel capacities.
     """
+    from models import registry
     from models.score import scores_path
-    from pipelines.publish.run import _with_snapshot, decide
+    from pipelines.publish.run import decide, with_snapshot
 
-    scored = _with_snapshot(settings, pd.read_parquet(scores_path(settings.path("scores"), month)),
-                            month)  # fmt: skip
+    scored = with_snapshot(settings, pd.read_parquet(scores_path(settings.path("scores"), month)),
+                           month)  # fmt: skip
     contact = str(pd.Period(month, freq="M") + 1)
     truth = true_effects(settings.path("truth"), contact)
     offers = scored.set_index("msisdn")["offer_code"].reindex(truth["msisdn"]).fillna("")
     offers = offers.where(offers != "", FALLBACK_OFFER).to_numpy()
-    out: dict[str, dict] = {}
     picks = {}
     for name, use in (("risk", False), ("uplift", True)):
         d, ranking = decide(settings, scored, month, use_uplift=use)
-        sel = d[d["selected"]]
-        picks[name] = (sel[["msisdn", "channel"]], ranking["method"])
+        picks[name] = (d.loc[d["selected"], ["msisdn", "channel"]], ranking["method"])
+    latest = registry.latest_version(settings.tracking_uri(), settings.uplift.name)
+    if latest is not None:
+        d, ranking = decide(settings, scored, month, uplift_version=latest)
+        picks["learned"] = (d.loc[d["selected"], ["msisdn", "channel"]],
+                            f"{ranking['method']} v{latest.version}")  # fmt: skip
     k = len(picks["risk"][0])
     channels = sorted({c for p, _ in picks.values() for c in p["channel"]} | {"sms_app"})
     eff = np.column_stack([
@@ -161,18 +172,26 @@ def compare_targeting(settings: Settings, month: str) -> dict:
         scored.set_index("msisdn")["arpu_3m"].reindex(truth["msisdn"]).to_numpy()
     )
     pos = {m: i for i, m in enumerate(truth["msisdn"])}
+    out: dict[str, dict] = {}
     for name, (sel, method) in picks.items():
         sel = sel.head(k)
-        rows = np.array([pos.get(m, -1) for m in sel["msisdn"]])
-        cols = np.array([channels.index(c) for c in sel["channel"]])
+        rows = np.array([pos.get(m, -1) for m in sel["msisdn"]], dtype=int)
+        cols = np.array([channels.index(c) for c in sel["channel"]], dtype=int)
         ok = rows >= 0
-        e = eff[rows[ok], cols[ok]]
-        out[name] = {"method": method, "contacted": int(ok.sum()), "saved": float(-e.sum()),
-                     "saved_value": float(-(e * value[rows[ok]]).sum())}  # fmt: skip
+        out[name] = _saved(method, eff, value, rows[ok], cols[ok])
+    hazard = pd.read_parquet(settings.path("truth") / "hazard" / f"month={month}.parquet")
     cap = settings.publish.capacity_per_channel
-    best = _greedy(-eff, channels, cap, k)
-    e = np.array([eff[i, channels.index(ch)] for i, ch in best])
-    idx = np.array([i for i, _ in best], dtype=int)
-    out["oracle"] = {"method": "true effects", "contacted": len(best), "saved": float(-e.sum()),
-                     "saved_value": float(-(e * value[idx]).sum()) if len(idx) else 0.0}  # fmt: skip
+    for name, rank in (("oracle", eff), ("knowable", knowable_effects(eff, truth, hazard))):
+        best = _greedy(-rank, channels, cap, k)
+        rows = np.array([i for i, _ in best], dtype=int)
+        cols = np.array([channels.index(ch) for _, ch in best], dtype=int)
+        out[name] = _saved("true effects" if name == "oracle" else "true effects, month T "
+                           "decisions as chances", eff, value, rows, cols)  # fmt: skip
     return out
+
+
+def _saved(method: str, eff: np.ndarray, value: np.ndarray, rows, cols) -> dict:
+    """Expected churners and value saved by contacting ``rows`` through channel ``cols``."""
+    e = eff[rows, cols] if len(rows) else np.zeros(0)
+    return {"method": method, "contacted": int(len(rows)), "saved": float(-e.sum()),
+            "saved_value": float(-(e * value[rows]).sum()) if len(rows) else 0.0}  # fmt: skip

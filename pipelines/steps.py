@@ -223,7 +223,8 @@ def train_uplift(settings: Settings) -> dict:
     if why := too_little(frame, settings.uplift):
         return {"skipped": f"{why}: no uplift model, lists are ranked by value at risk"}
     latest = registry.latest_version(settings.tracking_uri(), settings.uplift.name)
-    if latest is not None and latest.params.get("test_month", "").endswith(months[-1]):
+    if (latest is not None and latest.params.get("test_month", "").endswith(months[-1])
+            and latest.params.get("method") == settings.uplift.method):  # fmt: skip
         return {"skipped": f"v{latest.version} already tested on {months[-1]}, the latest "
                            "contact month with observed outcomes"}  # fmt: skip
     res = run(

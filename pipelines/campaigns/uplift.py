@@ -85,17 +85,22 @@ def baseline_frame(settings: Settings, frame: pd.DataFrame, features: list[str],
 
 
 def effects(
-    settings: Settings, month: str, scored: pd.DataFrame
-) -> tuple[pd.DataFrame | None, str]:
+    settings: Settings, month: str, scored: pd.DataFrame,
+    version: registry.RegisteredVersion | None = None,
+) -> tuple[pd.DataFrame | None, str]:  # fmt: skip
     """Each scored subscriber's estimated effect of contact per channel, and why (or why not).
 
+    From the champion, or from ``version`` when given (to compare a challenger's list).
     None when no uplift model is champion: the lists then keep the risk ranking.
     """
     name = settings.uplift.name
-    champ = registry.find(settings.tracking_uri(), name)
+    champ = version or registry.find(settings.tracking_uri(), name)
     if champ is None:
-        return None, (f"no uplift model is champion ('{name}': too little randomised campaign "
-                      "history, or it did not beat the risk ranking): ranked by value at risk")  # fmt: skip
+        latest = registry.latest_version(settings.tracking_uri(), name)
+        why = (f"v{latest.version}: {latest.tags['promotion_decision']}"
+               if latest is not None and latest.tags.get("promotion_decision")
+               else "too little randomised campaign history")  # fmt: skip
+        return None, f"no uplift model is champion ('{name}', {why}): ranked by value at risk"
     model = registry.load(champ)
     snap = store.read_snapshots(settings.path("features"), [month])
     snap = snap[snap["msisdn"].isin(scored["msisdn"])]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -224,6 +225,10 @@ def _why(rank: dict, lang: str) -> str:
     """The manifest's reason for the ranking, in the report's language (codes kept as they are)."""
     why = rank.get("why", "")
     if lang == "zh" and rank.get("method") == "risk" and why.startswith("no uplift model"):
+        edge = re.search(r"edge over risk ([-+.\d]+)\.\.([-+.\d]+)", why)
+        if edge:
+            return (f"尚无通过检验的uplift模型：测试月份上其Qini减去按风险排序的Qini，区间为"
+                    f"{edge[1]}至{edge[2]}，未确定高于0（可能只是噪声），故仍按风险价值排序。")  # fmt: skip
         return "尚无通过检验的uplift模型（随机活动的历史太少，或未胜过按风险排序）。"
     if lang == "zh" and rank.get("method") == "uplift":
         return "模型：" + why.split("uplift model ", 1)[-1].split(" (arms")[0] + "。"

@@ -45,7 +45,7 @@ SNAPSHOT_COLUMNS = [
 ]  # fmt: skip
 
 
-def _with_snapshot(settings: Settings, scored: pd.DataFrame, month: str) -> pd.DataFrame:
+def with_snapshot(settings: Settings, scored: pd.DataFrame, month: str) -> pd.DataFrame:
     """The scores with the snapshot columns they lack, joined on the number (internal)."""
     missing = [c for c in SNAPSHOT_COLUMNS if c not in scored.columns]
     if not missing:
@@ -72,19 +72,22 @@ def _write_control(settings: Settings, control: pd.DataFrame, month: str) -> Pat
 
 
 def decide(
-    settings: Settings, scored: pd.DataFrame, month: str, *, use_uplift: bool = True
-) -> tuple[pd.DataFrame, dict]:
+    settings: Settings, scored: pd.DataFrame, month: str, *, use_uplift: bool = True,
+    uplift_version=None,
+) -> tuple[pd.DataFrame, dict]:  # fmt: skip
     """Every scored subscriber ranked, with the policy's verdict, and how the ranking was made.
 
     With an uplift champion the ranking is by expected incremental value and the channel
     by the largest gain; without one, by value at risk and the tier's channel, and the
-    manifest says why.
+    manifest says why. ``uplift_version``: rank with that uplift model instead (comparisons).
     """
     cfg = settings.publish
     as_of = (pd.Period(month, freq="M") + 1).start_time - pd.Timedelta(seconds=1)
     values = policy.expected_values(scored, settings.economics)
     effects, why = (
-        uplift.effects(settings, month, scored) if use_uplift else (None, "risk ranking asked for")
+        uplift.effects(settings, month, scored, uplift_version)
+        if use_uplift
+        else (None, "risk ranking asked for")
     )
     method = "risk"
     if effects is not None:
@@ -132,7 +135,7 @@ def publish(settings: Settings, month: str | None = None, published: dt.date | N
     month = month or store.latest_month(settings.path("features"))
     root = settings.path("outputs") / "retention"
     published = published or first_published(root / month) or dt.datetime.now(dt.UTC).date()
-    scored = _with_snapshot(
+    scored = with_snapshot(
         settings, pd.read_parquet(scores_path(settings.path("scores"), month)), month
     )
     decided, ranking = decide(settings, scored, month)

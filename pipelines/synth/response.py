@@ -321,3 +321,28 @@ def best_effect(
     k = values.argmin(axis=1)
     pairs = np.array([(ch, of) for ch in channels for of in OFFERS], dtype=object)
     return values[np.arange(len(frame)), k], pairs[k, 0], pairs[k, 1]
+
+
+def knowable_effects(effects: np.ndarray, truth: pd.DataFrame, hazard: pd.DataFrame) -> np.ndarray:
+    """The true effects with the snapshot month's own decisions replaced by their expectation.
+
+    ``effects``: rows of ``truth`` (the contact month's truth) x some channel columns, the
+    exact effects. A subscriber who decided to leave in the snapshot month T shows it in
+    no extract before the contact (fading starts the month after), so any list drawn from
+    data sees only the chance that they decided: their hazard of T. This ranking knows
+    every hidden trait (hazard, persuadability, earlier decisions) but not that month's
+    draws: an upper bound for a list made from data, tighter than the true-effect oracle.
+    ``hazard``: the truth's hazard rows of month T (msisdn, hazard, decided_this_month,
+    leaving).
+    """
+    h = hazard.set_index("msisdn").reindex(truth["msisdn"])
+    h_t = h["hazard"].fillna(0.0).to_numpy()
+    decided_t = h["decided_this_month"].fillna(False).to_numpy(bool)
+    could = ~decided_t & ~h["leaving"].fillna(True).to_numpy(bool) & h["hazard"].notna().to_numpy()
+    p0 = truth["p0"].to_numpy(float)
+    gain = np.where(p0[:, None] > 0, -effects / np.maximum(p0[:, None], 1e-12), 0.0)  # reach x save
+    q = sum(p for lag, p in enumerate(_LAG_P) if lag == 0)  # a next-month decider leaves in time
+    out = effects.copy()
+    out[decided_t] = -gain[decided_t] * (h_t + (1 - h_t) * q * h_t)[decided_t, None]
+    out[could] = -gain[could] * (h_t + (1 - h_t) * p0)[could, None]
+    return out

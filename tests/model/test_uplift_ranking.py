@@ -13,7 +13,7 @@ from models.score import scores_path
 
 def test_an_uplift_champion_ranks_the_list_by_incremental_value(published):
     from pipelines import steps
-    from pipelines.publish.run import _with_snapshot, decide
+    from pipelines.publish.run import decide, with_snapshot
 
     s, sc, _, _ = published
     s = s.model_copy(deep=True)
@@ -30,7 +30,7 @@ def test_an_uplift_champion_ranks_the_list_by_incremental_value(published):
     # an analyst may promote by hand (the gate only advises): the list must follow it
     client.set_registered_model_alias(s.uplift.name, registry.CHAMPION, out["version"])
     try:
-        scored = _with_snapshot(s, pd.read_parquet(scores_path(s.path("scores"), sc.month)),
+        scored = with_snapshot(s, pd.read_parquet(scores_path(s.path("scores"), sc.month)),
                                 sc.month)  # fmt: skip
         d, ranking = decide(s, scored, sc.month)
         risk, _ = decide(s, scored, sc.month, use_uplift=False)
