@@ -84,6 +84,15 @@ class ModelConfig(Strict):
     explain_sample: int = Field(
         200, ge=10, description="rows where the fast SHAP path is checked against shap itself"
     )
+    explain: Literal["listed", "all"] = Field(
+        "listed",
+        description="listed: reasons for whoever the month's lists hold (computed when "
+        "publishing) and a seeded sample for the global drivers; all: every subscriber at "
+        "scoring",
+    )
+    global_sample: int = Field(
+        3000, ge=100, description="rows whose SHAP values make the global drivers and plots"
+    )
     lgbm: LGBMParams = Field(default_factory=LGBMParams)
 
 

@@ -285,11 +285,17 @@ def train(
 def score(
     month: MonthOption = None,
     no_prefect: NoPrefectOption = False,
+    explain: Annotated[
+        str | None, typer.Option(help="listed (reasons at publishing) | all")
+    ] = None,
 ) -> None:
-    """Score a snapshot with the MLflow champion and explain every subscriber (SHAP reasons)."""
+    """Score a snapshot with the MLflow champion; SHAP reasons for the listed, or --explain all."""
     from features import store
 
     s = settings()
+    if explain not in (None, "listed", "all"):
+        raise typer.BadParameter(f"{explain!r}: listed or all", param_hint="--explain")
+    s.model.explain = explain or s.model.explain
     if month is not None:
         have = store.months(s.path("features"))
         (month,) = need_months([month], have, "feature snapshot", "run churn features first")

@@ -17,7 +17,8 @@ import pandas as pd
 import pyarrow as pa
 
 from features import store
-from models.score import scores_path
+from models import registry
+from models.score import explain_subscribers, scores_path
 from pipelines.campaigns import crm, ledger, uplift
 from pipelines.campaigns.run import contact_history
 from pipelines.config import Settings
@@ -106,6 +107,28 @@ def decide(
     return decided, {"method": method, "why": why}
 
 
+def _with_reasons(
+    settings: Settings, decided: pd.DataFrame, month: str, published: dt.date
+) -> pd.DataFrame:
+    """The decided rows with SHAP reasons for everyone any list (or the control) holds.
+
+    Scores made with ``model.explain: listed`` carry none: the lists are drawn first
+    (their rules need no reasons), then their rows are explained with the model that
+    scored them. Scores explained in full are returned as they are.
+    """
+    if "reason_1" in decided.columns:
+        return decided
+    rows, named, control = lists.split(decided, settings.publish, published)
+    who = set(rows["msisdn"]) | set(control["msisdn"])
+    for part in named.values():
+        who |= set(part["msisdn"])
+    version = registry.RegisteredVersion(settings.model.name, str(decided["model_version"].iat[0]),
+                                         str(decided["run_id"].iat[0]))  # fmt: skip
+    why = explain_subscribers(settings.path("features"), settings.reasons, version, month, who)
+    log.info("explained the %d subscribers on the month's lists (SHAP reasons)", len(why))
+    return decided.merge(why, on="msisdn", how="left")
+
+
 def _swap_in(settings: Settings, stage: Path, final: Path) -> None:
     """Replace the published month by the staged one; readers see the old or the new, whole."""
     old = final.with_name(f".{final.name}.old")
@@ -139,6 +162,7 @@ def publish(settings: Settings, month: str | None = None, published: dt.date | N
         settings, pd.read_parquet(scores_path(settings.path("scores"), month)), month
     )
     decided, ranking = decide(settings, scored, month)
+    decided = _with_reasons(settings, decided, month, published)
     made = lists.build(settings, decided, month, root, published)
     lst, diff = made.rows, made.diff
     control_file = _write_control(settings, made.control, month)

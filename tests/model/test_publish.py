@@ -86,7 +86,7 @@ def _pairs(text: str, zh: bool) -> list[tuple[float, str, float]]:
 def test_reason_texts_carry_the_subscribers_own_values(published):
     """Over every text of the published scores: nothing empty-headed, every direction true."""
     s, sc, _, _ = published
-    scores = pd.read_parquet(sc.path)
+    scores = _fully_explained(s, sc)
     feats = read_snapshots(s.path("features"), [sc.month]).set_index("msisdn")
     rising = {"up", "above", "上升", "高于"}
     texts = directed = checked = 0
@@ -118,6 +118,44 @@ def test_reason_texts_carry_the_subscribers_own_values(published):
     assert (scores.offer_code != "").mean() > 0.5
     said = scores[scores.offer_code != ""]
     assert (said.offer_zh != "").all() and (said.say_zh != "").all() and (said.say_en != "").all()
+
+
+def _fully_explained(s, sc) -> pd.DataFrame:
+    """The month's scores with every subscriber's reasons (what ``--explain all`` writes)."""
+    from models.registry import RegisteredVersion
+    from models.score import explain_subscribers
+
+    scores = pd.read_parquet(sc.path)
+    version = RegisteredVersion(s.model.name, sc.model_version, sc.run_id)
+    why = explain_subscribers(s.path("features"), s.reasons, version, sc.month, scores.msisdn)
+    return scores.merge(why, on="msisdn", how="left", validate="1:1")
+
+
+def test_reasons_made_at_publishing_are_the_full_explanations_of_everyone_listed(published):
+    """By default scoring explains a sample; publishing explains whoever a list holds."""
+    import datetime as dt
+
+    from pipelines.publish import lists
+    from pipelines.publish.run import _with_reasons, decide, with_snapshot
+
+    s, sc, _, _ = published
+    scored = with_snapshot(s, pd.read_parquet(sc.path), sc.month)
+    assert s.model.explain == "listed" and "reason_1" not in scored.columns
+    d, _ = decide(s, scored, sc.month)
+    day = dt.date(2025, 12, 3)
+    mine = _with_reasons(s, d, sc.month, day)
+    rows, named, control = lists.split(mine, s.publish, day)
+    on_a_list = set(rows.msisdn) | set(control.msisdn)
+    for part in named.values():
+        on_a_list |= set(part.msisdn)
+    groups = [c for c in mine.columns if c.startswith("shap_group_")]
+    explained = mine[mine[groups].notna().any(axis=1)]
+    assert set(explained.msisdn) == on_a_list
+    assert len(on_a_list) < 0.8 * len(mine)  # the point: most are never explained
+    full = _fully_explained(s, sc).set_index("msisdn")
+    cols = [c for c in full.columns if c.startswith(("reason_", "say_", "offer_", "shap_group_"))]
+    got = explained.set_index("msisdn")[cols]
+    pd.testing.assert_frame_equal(got, full.loc[got.index, cols], check_dtype=False)
 
 
 LISTS = ("callbacks", "winback", "renewal", "reminders")
