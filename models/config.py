@@ -87,8 +87,8 @@ class ModelConfig(Strict):
     explain: Literal["listed", "all"] = Field(
         "listed",
         description="listed: reasons for whoever the month's lists hold (computed when "
-        "publishing) and a seeded sample for the global drivers; all: every subscriber at "
-        "scoring",
+        "publishing) and a seeded sample for the global drivers (a base no larger than the "
+        "sample is explained at scoring); all: every subscriber at scoring",
     )
     global_sample: int = Field(
         3000, ge=100, description="rows whose SHAP values make the global drivers and plots"

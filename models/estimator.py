@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
 from sklearn.frozen import FrozenEstimator
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 
 def lgbm_fixed(seed: int) -> dict[str, Any]:
@@ -48,11 +49,13 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         seed: int = 42,
         early_stopping_rounds: int = 50,
         calibration: str = "auto",
+        categorical: list[str] | None = None,
     ):
         self.lgbm_params = lgbm_params
         self.seed = seed
         self.early_stopping_rounds = early_stopping_rounds
         self.calibration = calibration
+        self.categorical = categorical
 
     def fit(self, X: pd.DataFrame, y, X_val: pd.DataFrame | None = None, y_val=None) -> ChurnModel:
         X = _as_float(X)
@@ -62,9 +65,11 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         X_val = _as_float(X_val[X.columns])
         y_val = np.asarray(y_val, dtype=int)
         est = make_lgbm(self.lgbm_params or {}, self.seed)
+        cats = [c for c in (self.categorical or []) if c in X.columns]
         est.fit(
             X, y, eval_X=(X_val,), eval_y=(y_val,), eval_metric="binary_logloss",
             callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+            categorical_feature=cats or "auto",  # integer codes read as categories
         )  # fmt: skip
         self.estimator_ = est
         self.best_iteration_ = int(est.best_iteration_ or est.n_estimators)
@@ -110,13 +115,19 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         )
 
 
-def make_logistic(seed: int):
-    """Baseline: standardised logistic regression with median imputation."""
-    return make_pipeline(
-        SimpleImputer(strategy="median"),
-        StandardScaler(),
-        LogisticRegression(max_iter=2000, C=0.5, random_state=seed),
-    )
+def make_logistic(seed: int, categorical: list[str] | None = None):
+    """Baseline: standardised logistic regression with median imputation; categorical
+    columns (integer codes) one-hot encoded, a missing level a level of its own."""
+    model = LogisticRegression(max_iter=2000, C=0.5, random_state=seed)
+    if not categorical:
+        return make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), model)
+    cats = list(categorical)
+    prep = ColumnTransformer(
+        [("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value=-1),
+                               OneHotEncoder(handle_unknown="ignore")), cats)],
+        remainder=make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+    )  # fmt: skip
+    return make_pipeline(prep, model)
 
 
 class OperatorRules(ClassifierMixin, BaseEstimator):

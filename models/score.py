@@ -4,7 +4,8 @@ TreeSHAP over the champion's trees costs about 4 ms a subscriber (70 s for the d
 15,566), while the lists hold a few thousand. By default (``model.explain: listed``) the
 global drivers and plots come from a seeded sample (``model.global_sample``) and the
 per-subscriber reasons are computed when publishing, for whoever is on a list
-(:func:`explain_subscribers`); ``all`` explains everyone here.
+(:func:`explain_subscribers`); ``all`` explains everyone here, as does a base no larger
+than the sample.
 
 The scores file holds full numbers: it is internal, read by publishing only. Its layout,
 ``<scores>/<month>/scores.parquet``, is spelled here alone.
@@ -87,7 +88,7 @@ def score(
     diff = float(np.max(np.abs(ref - fast))) if n else 0.0
     importance = explain.global_importance(sv, feats)
     parts = [df[CARRIED].reset_index(drop=True), pd.DataFrame({"p_churn": p})]
-    if model_cfg.explain == "all":
+    if everyone:  # asked for, or the sample is the whole base anyway: the reasons are free
         parts.append(_explained(sv, df, feats, reasons).drop(columns="msisdn"))  # G is X
     out = pd.concat(parts, axis=1)
     out["model_version"] = champ.version
@@ -111,7 +112,7 @@ def score(
         "scored %d subscribers of %s with %s v%s; explained %s (global drivers from %d); "
         "SHAP fast path vs shap: max |diff| %.2e",
         len(out), month, model_cfg.name, champ.version,
-        "everyone" if model_cfg.explain == "all" else "at publishing, whoever is listed",
+        "everyone" if everyone else "at publishing, whoever is listed",
         len(G), diff,
     )  # fmt: skip
     return ScoreResult(

@@ -241,11 +241,15 @@ def train_and_register(
     lineage: dict | None = None,
     catalog: Path | None = None,
     lgbm_overrides: dict | None = None,
+    categorical_cols: list[str] | None = None,
+    table_columns: list[dict] | None = None,
 ) -> TrainResult:
     """Fit, evaluate on the out-of-time month, log and register; champion only if it is better.
 
     ``artifacts`` is where a new experiment keeps its files; ``config_fingerprint`` names
-    the configuration in the run's lineage.
+    the configuration in the run's lineage. ``categorical_cols`` (integer codes) are
+    LightGBM categoricals and one-hot in the logistic baseline; ``table_columns`` (what
+    was done with each column of a brought table) is logged with the run.
     """
     split = time_split(frame, time_col, label_col, model_cfg.min_label_coverage, model_cfg.seed)
     for part, d in (("train", split.train), ("validation", split.valid), ("test", split.test)):
@@ -264,10 +268,13 @@ def train_and_register(
         seed=model_cfg.seed,
         early_stopping_rounds=model_cfg.early_stopping_rounds,
         calibration=model_cfg.calibration,
+        categorical=categorical_cols or None,
     )
     model.fit(Xtr, ytr, Xva, yva)
     baselines_models = {
-        "logistic": make_logistic(model_cfg.seed).fit(Xtr.astype(float).fillna(np.nan), ytr)
+        "logistic": make_logistic(model_cfg.seed, categorical_cols).fit(
+            Xtr.astype(float).fillna(np.nan), ytr
+        )
     }
     if set(feature_cols) >= RULE_COLUMNS:
         baselines_models["rules"] = OperatorRules().fit(Xtr, ytr)
@@ -297,6 +304,7 @@ def train_and_register(
                 "valid_period": split.valid_period,
                 "test_period": split.test_period,
                 "label_col": label_col,
+                "categorical": ",".join(sorted(categorical_cols or [])),
             }
         )
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
@@ -311,6 +319,8 @@ def train_and_register(
                 plt.close(fig)
             (tmp / "lineage.json").write_text(json.dumps(lineage, indent=1, default=str))
             (tmp / "feature_columns.json").write_text(json.dumps(feature_cols))
+            if table_columns is not None:
+                (tmp / "table_columns.json").write_text(json.dumps(table_columns, indent=1))
             mlflow.log_artifacts(str(tmp), artifact_path="evaluation")
         if catalog is not None and catalog.exists():
             mlflow.log_artifact(str(catalog), artifact_path="features")

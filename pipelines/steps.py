@@ -141,27 +141,33 @@ def train(settings: Settings, lgbm_overrides: dict | None = None):
 def train_table(
     settings: Settings, table: Path, *, id_col: str, label_col: str, time_col: str | None = None
 ):
-    """Bring your own customer-level table: every numeric column but id, label and time is a feature."""
+    """Bring your own customer-level table: every column but id, label and time is used,
+    coerced (numbers stored as text) or a categorical, or dropped for a stated reason."""
     import pandas as pd
 
+    from models.tables import TableError, prepare_table
     from models.train import fingerprint_files, train_and_register
 
-    frame = pd.read_parquet(table) if table.suffix == ".parquet" else pd.read_csv(table)
-    missing = [c for c in (id_col, label_col, time_col) if c and c not in frame.columns]
-    if missing:
-        raise ValueError(f"{table} has no column(s) {missing}; columns are {list(frame.columns)}")
-    skip = {id_col, label_col, time_col}
-    feats = [c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])]
+    try:
+        frame = pd.read_parquet(table) if table.suffix == ".parquet" else pd.read_csv(table)
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        raise TableError(f"{table}: cannot be read as a table ({e})") from None
+    prep = prepare_table(frame, id_col=id_col, label_col=label_col, time_col=time_col)
     return train_and_register(
-        frame.drop(columns=[id_col]),
+        prep.frame,
         settings.model,
         settings.economics,
         tracking_uri=settings.tracking_uri(),
         artifacts=settings.path("mlflow") / "artifacts",
         config_fingerprint=settings.fingerprint(),
-        feature_cols=feats,
+        feature_cols=prep.features,
         label_col=label_col,
         time_col=time_col,
+        categorical_cols=prep.categorical,
+        table_columns=[
+            r | ({"levels": prep.levels[r["column"]]} if r["column"] in prep.levels else {})
+            for r in prep.columns
+        ],  # fmt: skip
         lineage={"table": str(table), "table_fingerprint": fingerprint_files([table])},
     )
 

@@ -183,6 +183,46 @@ def test_bring_your_own_table(tmp_path):
     assert res.feature_columns == ["x1", "x2"] and res.metrics["roc_auc"] > 0.7
 
 
+def test_a_table_with_text_categoricals_and_a_yes_no_label_uses_every_column(tmp_path):
+    """As a public churn table comes: it trains on all its columns, and as well as a direct
+    LightGBM given the same columns as categoricals; the text columns are what matter."""
+    import lightgbm as lgb
+    from sklearn.metrics import roc_auc_score
+
+    from models.tables import prepare_table
+    from models.train import time_split
+    from tests.tables import telco_like
+    from tests.worlds import make_settings
+
+    s = make_settings(tmp_path)
+    s.model.name = "byo-telco"
+    t = telco_like(8000, seed=4)
+    path = tmp_path / "telco.csv"
+    t.to_csv(path, index=False)
+    res = steps.train_table(s, path, id_col="customerID", label_col="Churn")
+    assert set(res.feature_columns) == set(t.columns) - {"customerID", "Churn", "Notes"}
+    run = mlflow.tracking.MlflowClient(s.tracking_uri()).get_run(res.run_id)
+    assert run.data.params["categorical"] == "Contract,InternetService,Partner,PaymentMethod,gender"
+    # the same split, a LightGBM given the same columns as pandas categoricals
+    prep = prepare_table(pd.read_csv(path), id_col="customerID", label_col="Churn")
+    sp = time_split(prep.frame, None, "Churn", 0.99, s.model.seed)
+    cats = {c: pd.CategoricalDtype(range(len(v))) for c, v in prep.levels.items()}
+
+    def direct(cols):
+        X = {k: d[cols].astype({c: cats[c] for c in cols if c in cats}) for k, d in
+             (("tr", sp.train), ("va", sp.valid), ("te", sp.test))}  # fmt: skip
+        m = lgb.LGBMClassifier(n_estimators=2000, learning_rate=0.03, verbose=-1, random_state=0)
+        m.fit(X["tr"], sp.train["Churn"], eval_set=[(X["va"], sp.valid["Churn"])],
+              callbacks=[lgb.early_stopping(50, verbose=False)])  # fmt: skip
+        return roc_auc_score(sp.test["Churn"], m.predict_proba(X["te"])[:, 1])
+
+    ours, theirs = res.metrics["roc_auc"], direct(prep.features)
+    numeric_only = direct([c for c in prep.features if c not in prep.categorical])
+    assert ours >= theirs - 0.01, (ours, theirs)
+    assert ours > numeric_only + 0.03, (ours, numeric_only)  # the categoricals carry it
+    assert res.baselines["logistic"]["roc_auc"] > numeric_only  # one-hot in the baseline too
+
+
 def test_a_model_without_champion_says_train_first_and_is_due_for_training(trained):
     s, _ = trained
     with pytest.raises(registry.NoChampion) as e:
