@@ -50,12 +50,14 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         early_stopping_rounds: int = 50,
         calibration: str = "auto",
         categorical: list[str] | None = None,
+        prevalence: float | None = None,
     ):
         self.lgbm_params = lgbm_params
         self.seed = seed
         self.early_stopping_rounds = early_stopping_rounds
         self.calibration = calibration
         self.categorical = categorical
+        self.prevalence = prevalence
 
     def fit(self, X: pd.DataFrame, y, X_val: pd.DataFrame | None = None, y_val=None) -> ChurnModel:
         X = _as_float(X)
@@ -77,6 +79,9 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         self.calibrator_ = CalibratedClassifierCV(
             FrozenEstimator(est), method=self.calibration_method_
         ).fit(X_val, y_val)
+        self.validation_prevalence_ = float(np.mean(y_val))
+        if self.prevalence is not None and not 0 < self.prevalence < 1:
+            raise ValueError(f"prevalence must be in (0, 1), got {self.prevalence}")
         self.classes_ = np.array([0, 1])
         self.feature_names_in_ = np.array(X.columns)
         self.n_features_in_ = X.shape[1]
@@ -99,7 +104,20 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         return min(scores, key=scores.get)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        return self.calibrator_.predict_proba(_as_float(X[list(self.feature_names_in_)]))
+        """Calibrated on the validation month; with ``prevalence``, moved to that base rate.
+
+        A table whose training and validation periods were oversampled (say 50% churners)
+        calibrates to their rate. Bayes' rule moves each probability's odds by the ratio
+        of the given prevalence's odds to the validation month's (prior shift: the churners
+        and stayers themselves look the same, only their shares differ).
+        """
+        p = self.calibrator_.predict_proba(_as_float(X[list(self.feature_names_in_)]))
+        if self.prevalence is None:
+            return p
+        pv, pt = self.validation_prevalence_, self.prevalence
+        a, b = pt / pv, (1 - pt) / (1 - pv)
+        p1 = p[:, 1] * a / (p[:, 1] * a + p[:, 0] * b)
+        return np.column_stack([1 - p1, p1])
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)

@@ -243,6 +243,7 @@ def train_and_register(
     lgbm_overrides: dict | None = None,
     categorical_cols: list[str] | None = None,
     table_columns: list[dict] | None = None,
+    prevalence: float | None = None,
 ) -> TrainResult:
     """Fit, evaluate on the out-of-time month, log and register; champion only if it is better.
 
@@ -269,8 +270,16 @@ def train_and_register(
         early_stopping_rounds=model_cfg.early_stopping_rounds,
         calibration=model_cfg.calibration,
         categorical=categorical_cols or None,
+        prevalence=prevalence,
     )
     model.fit(Xtr, ytr, Xva, yva)
+    rates = {"train": float(ytr.mean()), "validation": float(yva.mean()), "test": float(yte.mean())}
+    base = prevalence if prevalence is not None else rates["validation"]
+    if max(rates["test"] / base, base / rates["test"]) > 3:
+        log.warning("churn rate: test %.1f%% against %.1f%% %s (train %.1f%%): probabilities "
+                    "will be off by about that factor; give the true rate with --prevalence",
+                    100 * rates["test"], 100 * base, "given" if prevalence else "in validation",
+                    100 * rates["train"])  # fmt: skip
     baselines_models = {
         "logistic": make_logistic(model_cfg.seed, categorical_cols).fit(
             Xtr.astype(float).fillna(np.nan), ytr
@@ -305,6 +314,7 @@ def train_and_register(
                 "test_period": split.test_period,
                 "label_col": label_col,
                 "categorical": ",".join(sorted(categorical_cols or [])),
+                "prevalence": "" if prevalence is None else prevalence,
             }
         )
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})

@@ -251,21 +251,19 @@ def features(
     typer.echo(json.dumps(out, indent=2))
 
 
+# fmt: off
 @app.command()
 def train(
-    table: Annotated[
-        Path | None, typer.Option(help="Bring your own customer-level table (parquet or csv).")
-    ] = None,
-    id_col: Annotated[
-        str | None, typer.Option(help="Customer id column of --table (dropped before training).")
-    ] = None,
-    label_col: Annotated[str | None, typer.Option(help="0/1 label column of --table.")] = None,
-    time_col: Annotated[
-        str | None, typer.Option(help="Period column of --table for an out-of-time split.")
-    ] = None,
+    table: Annotated[Path | None, typer.Option(help="Your own customer-level table (parquet, csv).")] = None,
+    id_col: Annotated[str | None, typer.Option(help="Customer id column of --table (dropped).")] = None,
+    label_col: Annotated[str | None, typer.Option(help="Label column of --table (0/1, Yes/No).")] = None,
+    time_col: Annotated[str | None, typer.Option(help="Period column of --table (out of time).")] = None,
+    prevalence: Annotated[float | None, typer.Option(help="True churn rate where the model will score, "
+                                                     "if --table was sampled at another", min=1e-6, max=0.999999)] = None,
     no_prefect: NoPrefectOption = False,
 ) -> None:
     """Train the calibrated LightGBM churn model and baselines; track and register in MLflow."""
+    # fmt: on
     s = settings()
     if table is not None:
         need_file("--table", table)
@@ -273,7 +271,8 @@ def train(
             raise UsageError("--table needs --id-col and --label-col")
     steps = _steps(s)
     if table is not None:
-        res = steps.train_table(s, table, id_col=id_col, label_col=label_col, time_col=time_col)
+        res = steps.train_table(s, table, id_col=id_col, label_col=label_col, time_col=time_col,
+                                prevalence=prevalence)  # fmt: skip
     elif no_prefect:
         res = steps.train(s)
     else:
@@ -285,9 +284,7 @@ def train(
 def score(
     month: MonthOption = None,
     no_prefect: NoPrefectOption = False,
-    explain: Annotated[
-        str | None, typer.Option(help="listed (reasons at publishing) | all")
-    ] = None,
+    explain: Annotated[str | None, typer.Option(help="listed (reasons at publishing) | all")] = None,
 ) -> None:
     """Score a snapshot with the MLflow champion; SHAP reasons for the listed, or --explain all."""
     from features import store

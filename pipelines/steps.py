@@ -139,8 +139,9 @@ def train(settings: Settings, lgbm_overrides: dict | None = None):
 
 @writes_data("train")
 def train_table(
-    settings: Settings, table: Path, *, id_col: str, label_col: str, time_col: str | None = None
-):
+    settings: Settings, table: Path, *, id_col: str, label_col: str, time_col: str | None = None,
+    prevalence: float | None = None,
+):  # fmt: skip
     """Bring your own customer-level table: every column but id, label and time is used,
     coerced (numbers stored as text) or a categorical, or dropped for a stated reason."""
     import pandas as pd
@@ -164,6 +165,7 @@ def train_table(
         label_col=label_col,
         time_col=time_col,
         categorical_cols=prep.categorical,
+        prevalence=prevalence,
         table_columns=[
             r | ({"levels": prep.levels[r["column"]]} if r["column"] in prep.levels else {})
             for r in prep.columns

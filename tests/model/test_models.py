@@ -223,6 +223,44 @@ def test_a_table_with_text_categoricals_and_a_yes_no_label_uses_every_column(tmp
     assert res.baselines["logistic"]["roc_auc"] > numeric_only  # one-hot in the baseline too
 
 
+def test_with_the_true_prevalence_an_oversampled_table_scores_calibrated(tmp_path, caplog):
+    """Training periods sampled at 50% churners, the period to score at its natural 2%."""
+    from tests.worlds import make_settings
+
+    rng = np.random.default_rng(3)
+
+    def period(name: str, n: int, balanced: bool) -> pd.DataFrame:
+        x = rng.normal(size=(n, 3))
+        y = rng.random(n) < 1 / (1 + np.exp(-(-4.6 + 1.2 * x[:, 0] - 0.8 * x[:, 1])))
+        keep = np.flatnonzero(y)
+        if balanced:
+            keep = np.r_[keep, rng.choice(np.flatnonzero(~y), keep.size, replace=False)]
+        else:
+            keep = np.arange(n)
+        return pd.DataFrame({"period": name, "x0": x[keep, 0], "x1": x[keep, 1], "x2": x[keep, 2],
+                             "churned": np.where(y[keep], "Yes", "No")})  # fmt: skip
+
+    t = pd.concat([period("2024Q1", 120_000, True), period("2024Q2", 120_000, True),
+                   period("2024Q3", 120_000, True), period("2024Q4", 30_000, False)])  # fmt: skip
+    t.insert(0, "cust", [f"c{i}" for i in range(len(t))])
+    path = tmp_path / "oversampled.parquet"
+    t.to_parquet(path)
+    natural = (t[t.period == "2024Q4"].churned == "Yes").mean()
+    out = {}
+    for given in (None, float(round(natural, 4))):
+        s = make_settings(tmp_path / str(given))
+        s.model.name = "prior-shift"
+        with caplog.at_level("WARNING", logger="models.train"):
+            caplog.clear()
+            res = steps.train_table(s, path, id_col="cust", label_col="churned",
+                                    time_col="period", prevalence=given)  # fmt: skip
+        out[given] = (res.metrics["ece"], "give the true rate with --prevalence" in caplog.text)
+    print(out)
+    (ece_raw, warned_raw), (ece_given, warned_given) = out.values()
+    assert ece_raw > 0.2 and warned_raw, out  # off by an order of magnitude, and it says so
+    assert ece_given < 0.03 and not warned_given, out
+
+
 def test_a_model_without_champion_says_train_first_and_is_due_for_training(trained):
     s, _ = trained
     with pytest.raises(registry.NoChampion) as e:
