@@ -140,6 +140,13 @@ def _explained(sv: np.ndarray, snap: pd.DataFrame, feats: list[str], reasons: Re
     )
 
 
+def scored_by(scored: pd.DataFrame, name: str) -> registry.RegisteredVersion:
+    """The model version that wrote a scores frame (its ``model_version`` and ``run_id``)."""
+    return registry.RegisteredVersion(
+        name, str(scored["model_version"].iat[0]), str(scored["run_id"].iat[0])
+    )
+
+
 def explain_subscribers(
     features: Path, reasons: ReasonConfig, model: registry.RegisteredVersion, month: str,
     msisdns,

@@ -58,6 +58,30 @@ def checked_inputs(X, treatment, y, sample_weight=None):
     return X, t, y.astype(int), w
 
 
+def split_arms(
+    t: np.ndarray, control: str, min_treated: int, min_control: int
+) -> tuple[list[str], list[str]]:
+    """(arms kept, arms dropped with a warning for having fewer than ``min_treated`` rows)."""
+    labels, counts = np.unique(t, return_counts=True)
+    n = dict(zip(labels.tolist(), counts.tolist(), strict=True))
+    if n.get(control, 0) < min_control:
+        raise ValueError(
+            f"{n.get(control, 0)} rows in control arm {control!r}; "
+            f"at least {min_control} are needed"
+        )
+    arms, dropped = [], []
+    for arm in sorted(a for a in n if a != control):
+        (arms if n[arm] >= min_treated else dropped).append(arm)
+    for arm in dropped:
+        log.warning(
+            "uplift: arm %r dropped: %d rows < min_treated %d (not predicted)",
+            arm, n[arm], min_treated,
+        )  # fmt: skip
+    if not arms:
+        raise ValueError(f"no arm has {min_treated} rows: nothing to learn")
+    return arms, dropped
+
+
 class _Constant:
     """A propensity 'model' for known shares: the same probability for every row."""
 
@@ -143,24 +167,7 @@ class UpliftLearner(BaseEstimator):
         return self
 
     def _arms(self, t: np.ndarray) -> tuple[list[str], list[str]]:
-        labels, counts = np.unique(t, return_counts=True)
-        n = dict(zip(labels.tolist(), counts.tolist(), strict=True))
-        if n.get(self.control, 0) < self.min_control:
-            raise ValueError(
-                f"{n.get(self.control, 0)} rows in control arm {self.control!r}; "
-                f"at least {self.min_control} are needed"
-            )
-        arms, dropped = [], []
-        for arm in sorted(a for a in n if a != self.control):
-            (arms if n[arm] >= self.min_treated else dropped).append(arm)
-        for arm in dropped:
-            log.warning(
-                "uplift: arm %r dropped: %d rows < min_treated %d (not predicted)",
-                arm, n[arm], self.min_treated,
-            )  # fmt: skip
-        if not arms:
-            raise ValueError(f"no arm has {self.min_treated} rows: nothing to learn")
-        return arms, dropped
+        return split_arms(t, self.control, self.min_treated, self.min_control)
 
     def _given_propensity(self, propensity, t, index) -> dict[str, np.ndarray] | None:
         """Known shares -> P(arm | x, arm or control) per kept arm, clipped."""

@@ -36,6 +36,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from models.config import UpliftLGBMParams
 from models.estimator import _as_float, make_lgbm
+from models.uplift import checked_inputs, split_arms
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +88,11 @@ class RiskScaledUplift(BaseEstimator):
 
         ``propensity`` is accepted for the common interface; randomisation makes it moot.
         """
-        from models.uplift import UpliftLearner, checked_inputs  # the checks are shared
-
         X, t, y, w = checked_inputs(X, treatment, y, sample_weight)
         y = y.astype(float)
-        checker = UpliftLearner(control=self.control, min_treated=self.min_treated,
-                                min_control=self.min_control)  # fmt: skip
-        self.arms_, self.dropped_arms_ = checker._arms(t)
+        self.arms_, self.dropped_arms_ = split_arms(
+            t, self.control, self.min_treated, self.min_control
+        )
         keep = np.isin(t, [self.control, *self.arms_])
         X, t, y, w = X[keep], t[keep], y[keep], w[keep]
         params = dict(self.lgbm_params or UpliftLGBMParams().model_dump())

@@ -150,13 +150,11 @@ def compare_targeting(settings: Settings, month: str) -> dict:
     scored = with_snapshot(settings, pd.read_parquet(scores_path(settings.path("scores"), month)),
                            month)  # fmt: skip
     if "offer_code" not in scored:  # scored with explain: listed: the offers of everyone
-        from models.score import explain_subscribers
+        from models.score import explain_subscribers, scored_by
 
-        version = registry.RegisteredVersion(settings.model.name, str(scored["model_version"].iat[0]),
-                                             str(scored["run_id"].iat[0]))  # fmt: skip
-        scored = scored.merge(explain_subscribers(settings.path("features"), settings.reasons,
-                                                  version, month, scored["msisdn"]),
-                              on="msisdn", how="left")  # fmt: skip
+        why = explain_subscribers(settings.path("features"), settings.reasons,
+                                  scored_by(scored, settings.model.name), month, scored["msisdn"])  # fmt: skip
+        scored = scored.merge(why, on="msisdn", how="left")
     contact = str(pd.Period(month, freq="M") + 1)
     truth = true_effects(settings.path("truth"), contact)
     offers = scored.set_index("msisdn")["offer_code"].reindex(truth["msisdn"]).fillna("")

@@ -17,8 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features import store
-from models import registry
-from models.score import explain_subscribers, scores_path
+from models.score import explain_subscribers, scored_by, scores_path
 from pipelines.campaigns import crm, ledger, uplift
 from pipelines.campaigns.run import contact_history
 from pipelines.config import Settings
@@ -122,8 +121,7 @@ def _with_reasons(
     who = set(rows["msisdn"]) | set(control["msisdn"])
     for part in named.values():
         who |= set(part["msisdn"])
-    version = registry.RegisteredVersion(settings.model.name, str(decided["model_version"].iat[0]),
-                                         str(decided["run_id"].iat[0]))  # fmt: skip
+    version = scored_by(decided, settings.model.name)
     why = explain_subscribers(settings.path("features"), settings.reasons, version, month, who)
     log.info("explained the %d subscribers on the month's lists (SHAP reasons)", len(why))
     return decided.merge(why, on="msisdn", how="left")

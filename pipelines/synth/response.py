@@ -341,7 +341,7 @@ def knowable_effects(effects: np.ndarray, truth: pd.DataFrame, hazard: pd.DataFr
     could = ~decided_t & ~h["leaving"].fillna(True).to_numpy(bool) & h["hazard"].notna().to_numpy()
     p0 = truth["p0"].to_numpy(float)
     gain = np.where(p0[:, None] > 0, -effects / np.maximum(p0[:, None], 1e-12), 0.0)  # reach x save
-    q = sum(p for lag, p in enumerate(_LAG_P) if lag == 0)  # a next-month decider leaves in time
+    q = _LAG_P[0]  # a decider of the contact month who leaves within the window
     out = effects.copy()
     out[decided_t] = -gain[decided_t] * (h_t + (1 - h_t) * q * h_t)[decided_t, None]
     out[could] = -gain[could] * (h_t + (1 - h_t) * p0)[could, None]

@@ -122,11 +122,10 @@ def test_reason_texts_carry_the_subscribers_own_values(published):
 
 def _fully_explained(s, sc) -> pd.DataFrame:
     """The month's scores with every subscriber's reasons (what ``--explain all`` writes)."""
-    from models.registry import RegisteredVersion
-    from models.score import explain_subscribers
+    from models.score import explain_subscribers, scored_by
 
     scores = pd.read_parquet(sc.path)
-    version = RegisteredVersion(s.model.name, sc.model_version, sc.run_id)
+    version = scored_by(scores, s.model.name)
     why = explain_subscribers(s.path("features"), s.reasons, version, sc.month, scores.msisdn)
     return scores.merge(why, on="msisdn", how="left", validate="1:1")
 
