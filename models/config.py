@@ -256,3 +256,42 @@ class UpliftConfig(Strict):
     )
     seed: int = 42
     lgbm: UpliftLGBMParams = Field(default_factory=UpliftLGBMParams)
+
+
+class MonitorConfig(Strict):
+    """When the scoring month has moved away from the champion's training window.
+
+    PSI thresholds are the usual credit-scoring ones (0.1 watch, 0.25 alarm); the
+    retraining triggers are what the monthly refresh reads besides the calendar.
+    """
+
+    bins: int = Field(10, ge=2, le=100, description="quantile bins of the reference for PSI")
+    psi_watch: float = Field(0.1, gt=0, description="PSI from which a feature is watched")
+    psi_alarm: float = Field(0.25, gt=0, description="PSI from which a feature is in alarm")
+    missing_alarm: float = Field(
+        0.1, gt=0, le=1, description="alarm when a feature's missing share grows by this much"
+    )
+    reference_rows: int = Field(
+        50_000, ge=1000, description="seeded sample of the training window used as reference"
+    )
+    quarantine_factor: float = Field(
+        3.0, gt=1, description="a source's quarantine rate alarms above this times its median"
+    )
+    quarantine_min_increase: float = Field(
+        0.005, ge=0, description="... and at least this much above it (a share of rows)"
+    )
+    retrain_on_evidence: bool = Field(
+        True, description="the refresh retrains on drift or decay, not only by calendar"
+    )
+    retrain_features_alarmed: int = Field(
+        5, ge=1, description="retrain when at least this many features are in alarm"
+    )
+    retrain_score_psi: float = Field(
+        0.25, gt=0, description="retrain when the score's PSI reaches this"
+    )
+    retrain_auc_drop: float = Field(
+        0.03,
+        ge=0,
+        description="retrain when estimated or realised AUC falls below the champion's test AUC "
+        "by this much and by two standard errors",
+    )

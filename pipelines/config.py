@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from features.config import ChurnDefinition, FeatureConfig
-from models.config import Economics, ModelConfig, ReasonConfig, UpliftConfig
+from models.config import Economics, ModelConfig, MonitorConfig, ReasonConfig, UpliftConfig
 from pipelines.campaigns.config import CampaignConfig
 from pipelines.ingest.config import IngestConfig, Sources
 from pipelines.lake.config import Numbering
@@ -125,6 +125,7 @@ class Settings(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     economics: Economics = Field(default_factory=Economics)
     uplift: UpliftConfig = Field(default_factory=UpliftConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     reasons: ReasonConfig
     publish: PublishConfig
     campaigns: CampaignConfig = Field(default_factory=CampaignConfig)
