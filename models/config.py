@@ -93,6 +93,15 @@ class ModelConfig(Strict):
     global_sample: int = Field(
         3000, ge=100, description="rows whose SHAP values make the global drivers and plots"
     )
+    tune_trials: int = Field(
+        0,
+        ge=0,
+        description="Optuna (TPE) trials on the validation month before training, the first "
+        "one the lgbm settings; the best is refitted and gated (0: no tuning; churn train --tune)",
+    )
+    tune_timeout_seconds: float = Field(
+        0, ge=0, description="no tuning trial starts after this many seconds (0: no limit)"
+    )
     lgbm: LGBMParams = Field(default_factory=LGBMParams)
 
 
@@ -258,6 +267,39 @@ class UpliftConfig(Strict):
     lgbm: UpliftLGBMParams = Field(default_factory=UpliftLGBMParams)
 
 
+class TimingConfig(Strict):
+    """The time-to-churn model: in which month of the label window a leaver leaves.
+
+    A discrete-time hazard on the training months' leavers (models/timing.py); small
+    trees, since a few thousand leavers are all it learns from.
+    """
+
+    enabled: bool = Field(
+        True, description="train it with the churn model and put the month on the lists"
+    )
+    name: str = Field("churn-timing", description="registered model name in MLflow")
+    learner: Literal["lgbm", "logistic"] = Field(
+        "lgbm", description="the hazard's learner (window month k is one of its features)"
+    )
+    min_leavers: int = Field(
+        100, ge=10, description="leavers with a known month needed in the training months"
+    )
+    n_estimators: int = Field(300, ge=10)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_leaves: int = Field(7, ge=2)
+    min_child_samples: int = Field(40, ge=1)
+    reg_lambda: float = Field(5.0, ge=0)
+    early_stopping_rounds: int = Field(30, ge=5)
+    seed: int = 42
+
+    def lgbm_params(self) -> dict:
+        """LightGBM settings of the hazard (the project's fixed ones are added by make_lgbm)."""
+        return {"n_estimators": self.n_estimators, "learning_rate": self.learning_rate,
+                "num_leaves": self.num_leaves, "min_child_samples": self.min_child_samples,
+                "reg_lambda": self.reg_lambda, "subsample": 0.8, "subsample_freq": 1,
+                "colsample_bytree": 0.8, "n_jobs": 2}  # fmt: skip
+
+
 class MonitorConfig(Strict):
     """When the scoring month has moved away from the champion's training window.
 
@@ -292,6 +334,6 @@ class MonitorConfig(Strict):
     retrain_auc_drop: float = Field(
         0.03,
         ge=0,
-        description="retrain when estimated or realised AUC falls below the champion's test AUC "
-        "by this much and by two standard errors",
+        description="retrain when the estimated AUC falls below its estimate on the champion's "
+        "test month, or a realised AUC below the test AUC, by this much and by two standard errors",
     )

@@ -109,17 +109,35 @@ def load(version: RegisteredVersion):
     return mlflow.sklearn.load_model(version.model_uri)
 
 
-def retrain_due(tracking_uri: str, model: ModelConfig, features: Path) -> tuple[bool, str]:
-    """Retrain when there is no champion, or its test month is retrain_every_months behind the data."""
+def months_since_test(tracking_uri: str, model: ModelConfig, features: Path):
+    """The champion, its test month, the latest labelled month and the months between them.
+
+    None when there is no champion; the gap is 0 when nothing newer is labelled.
+    """
     champ = find(tracking_uri, model.name)
     if champ is None:
-        return True, "no champion yet"
+        return None
     tested = champ.params.get("test_period", "")
     covered = store.labelled_months(features, model.min_label_coverage)
     if not covered or not tested:
+        return champ, tested, "", 0
+    return (
+        champ,
+        tested,
+        covered[-1],
+        (pd.Period(covered[-1], freq="M") - pd.Period(tested, freq="M")).n,
+    )
+
+
+def retrain_due(tracking_uri: str, model: ModelConfig, features: Path) -> tuple[bool, str]:
+    """Retrain when there is no champion, or its test month is retrain_every_months behind the data."""
+    got = months_since_test(tracking_uri, model, features)
+    if got is None:
+        return True, "no champion yet"
+    champ, tested, latest, gap = got
+    if not latest:
         return False, "no newer labelled month"
-    gap = (pd.Period(covered[-1], freq="M") - pd.Period(tested, freq="M")).n
     return (
         gap >= model.retrain_every_months,
-        f"champion v{champ.version} tested on {tested}; latest labelled month {covered[-1]} ({gap} months later)",
+        f"champion v{champ.version} tested on {tested}; latest labelled month {latest} ({gap} months later)",
     )

@@ -30,11 +30,17 @@ def train(
     time_col: Annotated[str | None, typer.Option(help="Period column of --table (out of time).")] = None,
     prevalence: Annotated[float | None, typer.Option(help="True churn rate where the model will score, "
                                                      "if --table was sampled at another", min=1e-6, max=0.999999)] = None,
+    tune: Annotated[int | None, typer.Option(help="Optuna trials (0 or more) on the validation month first; "
+                                             "the best is trained and gated (default model.tune_trials).")] = None,
     no_prefect: NoPrefectOption = False,
 ) -> None:
     """Train the calibrated LightGBM churn model and baselines; track and register in MLflow."""
     # fmt: on
     s = settings()
+    if tune is not None:
+        if tune < 0:
+            raise UsageError(f"--tune {tune}: the number of tuning trials is 0 or more")
+        s.model.tune_trials = tune  # the Prefect flow reads it from the settings
     if table is not None:
         need_file("--table", table)
         if not (id_col and label_col):
@@ -42,9 +48,9 @@ def train(
     steps = _steps(s)
     if table is not None:
         res = steps.train_table(s, table, id_col=id_col, label_col=label_col, time_col=time_col,
-                                prevalence=prevalence)  # fmt: skip
+                                prevalence=prevalence, tune=s.model.tune_trials)  # fmt: skip
     elif no_prefect:
-        res = steps.train(s)
+        res = steps.train(s, tune=s.model.tune_trials)
     else:
         res = _flows(s).train_flow(s)
     typer.echo(res.summary() if hasattr(res, "summary") else json.dumps(res, indent=2))
@@ -73,6 +79,20 @@ def score(
     else:
         out = _flows(s).score_flow(s, month)
     typer.echo(json.dumps(out, indent=2))
+
+
+@app.command()
+def monitor(month: MonthOption = None, no_prefect: NoPrefectOption = False) -> None:
+    """Drift of a month against the champion's training window, AUC estimated before labels."""
+    from features import store
+
+    s = settings()
+    if month is not None:
+        have = store.months(s.path("features"))
+        (month,) = need_months([month], have, "feature snapshot", "run churn features first")
+    out = _steps(s).monitor(s, month) if no_prefect else _flows(s).monitor_flow(s, month)
+    out.pop("markdown", None)
+    typer.echo(json.dumps(out, indent=2, ensure_ascii=False, default=str))
 
 
 @app.command()

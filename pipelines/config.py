@@ -18,7 +18,14 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from features.config import ChurnDefinition, FeatureConfig
-from models.config import Economics, ModelConfig, MonitorConfig, ReasonConfig, UpliftConfig
+from models.config import (
+    Economics,
+    ModelConfig,
+    MonitorConfig,
+    ReasonConfig,
+    TimingConfig,
+    UpliftConfig,
+)
 from pipelines.campaigns.config import CampaignConfig
 from pipelines.ingest.config import IngestConfig, Sources
 from pipelines.lake.config import Numbering
@@ -125,6 +132,7 @@ class Settings(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     economics: Economics = Field(default_factory=Economics)
     uplift: UpliftConfig = Field(default_factory=UpliftConfig)
+    timing: TimingConfig = Field(default_factory=TimingConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     reasons: ReasonConfig
     publish: PublishConfig

@@ -22,6 +22,12 @@ def _campaigns_line(c: dict) -> str:
     return f"{c['observed']} observed, {c['waiting']} waiting (churn campaigns; report.html){note}"
 
 
+def _monitor_line(m: dict) -> str:
+    if "headline" not in m:
+        return m.get("skipped", "not run")
+    return f"{m['headline']} ({m['path']})"
+
+
 def summary(s: Settings, out: dict) -> str:
     """The closing lines of the demo, from the monthly refresh's result ``out``."""
     pub = out["publish"]
@@ -38,6 +44,7 @@ def summary(s: Settings, out: dict) -> str:
             f"  MLflow store            {s.tracking_uri()}",
             f"  retention lists         {root}  ({pub['counts']['selected']} subscribers, report.html)",
             f"  model                   {out['train']}",
+            f"  monitoring              {_monitor_line(out.get('monitor') or {})}",
             f"  uplift model            {_uplift_line(out['uplift'])}",
             f"  ranking                 {pub['ranking']['method']}: {pub['ranking']['why']}",
             f"  campaign ledger         {s.path('campaigns') / 'ledger'}",

@@ -177,6 +177,16 @@ def train_task(settings: Settings) -> dict:
             "roc_auc": res.metrics["roc_auc"], "decision": res.decision}  # fmt: skip
 
 
+@task(name="monitor-model")
+def monitor_task(settings: Settings, month: str | None = None) -> dict:
+    steps.fault_drill(settings, "monitor")
+    out = steps.monitor(settings, month)
+    if "markdown" in out:
+        create_markdown_artifact(key="model-monitoring", markdown=out.pop("markdown"),
+                                 description=out["headline"][:2000])  # fmt: skip
+    return out
+
+
 @task(name="score-snapshot")
 def score_task(settings: Settings, month: str | None = None) -> dict:
     steps.fault_drill(settings, "score")
@@ -269,6 +279,13 @@ def train_flow(settings: Settings | None = None) -> dict:
     return _configured(train_task, s)(s)
 
 
+@flow(name="monitor", flow_run_name=_run_name("monitor"))
+def monitor_flow(settings: Settings | None = None, month: str | None = None) -> dict:
+    """Drift against the champion's training window, and its AUC estimated before labels."""
+    s = _settings(settings)
+    return _configured(monitor_task, s)(s, month)
+
+
 @flow(name="score", flow_run_name=_run_name("score"))
 def score_flow(settings: Settings | None = None, month: str | None = None) -> dict:
     """Score a snapshot with the champion and explain it."""
@@ -301,16 +318,20 @@ def campaigns_flow(settings: Settings | None = None) -> dict:
 def monthly_refresh(
     month: str | None = None, settings: Settings | None = None, force_retrain: bool = False
 ) -> dict:
-    """ingest -> features -> train (when due) -> uplift -> score -> measure campaigns -> publish."""
+    """ingest -> features -> monitor -> train (when due or on evidence) -> uplift -> score ->
+    measure campaigns -> publish."""
     s = _settings(settings)
     logger = get_run_logger()
     steps.given_month(s, month, "refresh")  # a mistyped month fails now, not after the ingest
     with settings_lock(s, "refresh"):  # once for the whole run; the steps inside re-enter it
         out = {"ingest": ingest_flow(s), "features": build_features_flow(s)}
-        due, why = steps.retrain_due(s)
+        out["monitor"] = monitor_flow(s, month)
+        due, why = steps.retrain_due(s, out["monitor"])
         if due or force_retrain:
             logger.info("retraining: %s", "forced" if force_retrain else why)
-            out["train"] = train_flow(s)
+            out["train"] = train_flow(s) | {"why": "forced" if force_retrain else why}
+            if out["train"].get("alias") == "champion":  # judged again against the new reference
+                out["monitor"] = monitor_flow(s, month)
         else:
             logger.info("no retraining: %s", why)
             out["train"] = {"skipped": why}
@@ -323,7 +344,8 @@ def monthly_refresh(
 
 MONTHLY = "monthly-refresh"
 DESCRIPTION = (
-    "ingest -> features -> train when due -> uplift -> score -> publish -> measure campaigns"
+    "ingest -> features -> monitor -> train when due or on evidence -> uplift -> score -> "
+    "measure campaigns -> publish"
 )
 
 
@@ -332,6 +354,7 @@ def _on_demand() -> tuple:
         ingest_flow,
         build_features_flow,
         train_flow,
+        monitor_flow,
         score_flow,
         publish_flow,
         uplift_flow,

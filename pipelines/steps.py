@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -27,6 +28,7 @@ from pipelines.lake.lock import data_lock
 from pipelines.lake.numbers import mask_text
 from pipelines.privacy import protect
 
+log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -108,11 +110,15 @@ def build_features(settings: Settings, months: list[str] | None = None):
 
 
 @writes_data("train")
-def train(settings: Settings, lgbm_overrides: dict | None = None):
-    """Train on the feature snapshots; register in MLflow; promote only a better model."""
+def train(settings: Settings, lgbm_overrides: dict | None = None, tune: int = 0):
+    """Train on the feature snapshots; register in MLflow; promote only a better model.
+
+    ``tune`` trials of Optuna first (0: ``model.tune_trials``), the best then trained."""
     from features import store
     from features.build import model_features
-    from models.train import train_and_register
+    from models.tune import trainer
+
+    train_and_register = trainer(tune or settings.model.tune_trials)
 
     feats_dir = settings.path("features")
     frame = store.read_snapshots(feats_dir)
@@ -121,7 +127,7 @@ def train(settings: Settings, lgbm_overrides: dict | None = None):
         "rows_per_snapshot": frame.groupby("snapshot_month").size().to_dict(),
         "feature_files_fingerprint": store.fingerprint(feats_dir),
     }
-    return train_and_register(
+    res = train_and_register(
         frame.drop(columns=["msisdn"]),
         settings.model,
         settings.economics,
@@ -135,19 +141,51 @@ def train(settings: Settings, lgbm_overrides: dict | None = None):
         catalog=store.catalog_path(feats_dir),
         lgbm_overrides=lgbm_overrides,
     )
+    _train_timing(settings, frame, lineage)
+    return res
+
+
+def _train_timing(settings: Settings, frame, lineage: dict) -> dict:
+    """The time-to-churn model, trained beside the champion on the same snapshots.
+
+    Labels too thin for it skip it with the reason logged: the churn model is never held
+    back by its timing, and the lists then show no expected month of leaving.
+    """
+    from features.build import model_features
+    from models.timing import TimingDataError
+    from models.timing import train_timing as run
+
+    if not settings.timing.enabled:
+        return {"skipped": "timing.enabled is false"}
+    try:
+        res = run(
+            frame, settings.timing, horizon=settings.churn.horizon_months,
+            gap=settings.churn.gap_months, churn_name=settings.model.name,
+            min_coverage=settings.model.min_label_coverage, tracking_uri=settings.tracking_uri(),
+            experiment=settings.model.experiment, artifacts=settings.path("mlflow") / "artifacts",
+            feature_cols=model_features(), lineage=lineage,
+        )  # fmt: skip
+    except TimingDataError as e:
+        log.warning("no timing model trained: %s", e)
+        return {"skipped": str(e)}
+    return {"version": res.version, "alias": res.alias, "decision": res.decision,
+            "td_auc": res.td_auc, "baseline_td_auc": res.baseline_td_auc}  # fmt: skip
 
 
 @writes_data("train")
 def train_table(
     settings: Settings, table: Path, *, id_col: str, label_col: str, time_col: str | None = None,
-    prevalence: float | None = None,
+    prevalence: float | None = None, tune: int = 0,
 ):  # fmt: skip
     """Bring your own customer-level table: every column but id, label and time is used,
     coerced (numbers stored as text) or a categorical, or dropped for a stated reason."""
     import pandas as pd
 
     from models.tables import TableError, prepare_table
-    from models.train import fingerprint_files, train_and_register
+    from models.train import fingerprint_files
+    from models.tune import trainer
+
+    train_and_register = trainer(tune or settings.model.tune_trials)
 
     try:
         frame = pd.read_parquet(table) if table.suffix == ".parquet" else pd.read_csv(table)
@@ -208,6 +246,7 @@ def score(settings: Settings, month: str | None = None):
         settings.reasons,
         tracking_uri=settings.tracking_uri(),
         month=month,
+        timing_name=settings.timing.name if settings.timing.enabled else None,
     )
 
 
@@ -285,8 +324,54 @@ def fault_drill(settings: Settings, step: str) -> None:
     raise InjectedFault(f"fault drill: {step} fails on its first attempt")
 
 
-def retrain_due(settings: Settings) -> tuple[bool, str]:
-    """Retrain when there is no champion, or its test month is retrain_every_months behind the data."""
+@writes_data("monitor")
+def monitor(settings: Settings, month: str | None = None) -> dict:
+    """Drift and estimated performance of a month for the champion: written, logged, judged.
+
+    Skipped (with the reason) when there is no champion of this feature store yet.
+    """
+    from models import monitor as mon
+    from models.registry import NoChampion
+
+    month = given_month(settings, month, "score")
+    try:
+        rep = mon.monitor(
+            settings.path("features"), settings.model, settings.monitor,
+            tracking_uri=settings.tracking_uri(), lake=settings.path("lake"),
+            quarantine=settings.path("quarantine"), sources=list(type(settings.sources).model_fields),
+            month=month,
+        )  # fmt: skip
+    except NoChampion as e:
+        return {"skipped": str(e)}
+    path = mon.write(rep, settings.path("reports"))
+    run_id = mon.log_run(rep, tracking_uri=settings.tracking_uri(),
+                         experiment=settings.model.experiment,
+                         artifacts=settings.path("mlflow") / "artifacts")  # fmt: skip
+    retrain, why = rep.retrain_evidence(settings.monitor)
+    return rep.summary() | {"retrain": retrain, "why": why, "path": str(path), "run_id": run_id,
+                            "markdown": mon.markdown(rep, why)}  # fmt: skip
+
+
+def retrain_due(settings: Settings, monitored: dict | None = None) -> tuple[bool, str]:
+    """Retrain by calendar (the champion's test month ``retrain_every_months`` behind the
+    labels), or on the monitor's evidence of drift or decay once a newer month is labelled:
+    without one a new model would learn exactly what the champion learned."""
     from models import registry
 
-    return registry.retrain_due(settings.tracking_uri(), settings.model, settings.path("features"))
+    due, why = registry.retrain_due(
+        settings.tracking_uri(), settings.model, settings.path("features")
+    )
+    if (
+        due
+        or not monitored
+        or not monitored.get("retrain")
+        or not settings.monitor.retrain_on_evidence
+    ):
+        return due, why
+    _, tested, latest, gap = registry.months_since_test(
+        settings.tracking_uri(), settings.model, settings.path("features")
+    )
+    if gap < 1:
+        return False, (f"evidence ({monitored['why']}), but no month after the test month "
+                       f"{tested} is labelled yet: a new model would learn the same data")  # fmt: skip
+    return True, f"evidence: {monitored['why']}; {why}"

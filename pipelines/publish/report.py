@@ -54,6 +54,10 @@ TEXT: dict[str, dict[str, str]] = {
             "训练时没有用过，所以检验结果接近实际使用的效果。"
             "AUC {auc}, top-decile lift {lift}，即名单前 10% 用户的流失率是平均水平的 {lift} 倍。"
         ),
+        "monitor_stable": "本月的用户数据与模型训练时相比没有明显变化；在真实结果出来之前，"
+        "按模型的概率估计本月 AUC 约为 {est}（检验时为 {test}）。",
+        "monitor_moved": "本月的用户数据与模型训练时相比有变化：{n} 个指标明显偏移（如 {features}）{extra}。"
+        "按模型的概率估计本月 AUC 约为 {est}（检验时为 {test}）。",
         "h_reasons": "名单上最常见的流失原因（每人最多三条）",
         "ranking_risk": "排序方式：按面临流失的价值（离网概率×客户价值）。{why}",
         "ranking_uplift": "排序方式：按联系带来的预期增量价值（uplift模型估计每位用户被各渠道联系后离网概率的变化，"
@@ -109,6 +113,12 @@ TEXT: dict[str, dict[str, str]] = {
             "in real use. AUC {auc}, top-decile lift {lift}: the top 10% of the list leave "
             "{lift} times as often as the average subscriber."
         ),
+        "monitor_stable": "This month's data look like the months the model was trained on; "
+        "before the outcomes are known, its probabilities put this month's AUC at about {est} "
+        "(tested: {test}).",
+        "monitor_moved": "This month's data have moved from the training months: {n} feature(s) "
+        "shifted (e.g. {features}){extra}. Its probabilities put this month's AUC at about {est} "
+        "(tested: {test}).",
         "h_reasons": "Most common reasons on the list (up to three each)",
         "ranking_risk": "Ranked by value at risk (churn risk × value). {why}",
         "ranking_uplift": "Ranked by the expected incremental value of contact: the uplift model "
@@ -196,6 +206,7 @@ img{max-width:480px;margin:0 1em 1em 0}</style></head><body>
 {% if section.note %}<p>{{ section.note }}</p>{% endif %}
 {% endfor %}<h2>{{ t.h_model }}</h2>
 <p>{{ model }}</p>
+{% if monitoring %}<p>{{ monitoring }}</p>{% endif %}
 {% for img in images %}<img src="data:image/png;base64,{{ img }}">{% endfor %}
 <p><small>{{ footer }}</small></p>
 </body></html>"""
@@ -271,6 +282,25 @@ def _campaigns_section(settings: Settings, t: dict) -> dict:
                                   "churn_treated", "churn_control", "difference", "saved")],
         "rows": rows, "empty": t["no_campaigns"], "note": note,
     }  # fmt: skip
+
+
+def _monitoring(settings: Settings | None, month: str, t: dict) -> str:
+    """One line from the month's monitoring report: stable, or what moved (empty when unmonitored)."""
+    from models.monitor import read_report
+
+    rep = read_report(settings.path("reports"), month) if settings is not None else None
+    if not rep:
+        return ""
+    moved = [f["feature"] for f in rep["features"] if f["status"] == "alarm"]
+    q = [r for r in rep["quarantine"] if r["status"] == "alarm" and r["month"] == month]
+    score_psi = rep["score"]["psi"] or 0.0
+    est = {"est": f"{rep['estimated']['auc']:.3f}", "test": f"{rep['test_auc']:.3f}"}
+    if not moved and not q and score_psi < 0.1:
+        return t["monitor_stable"].format(**est)
+    extra = f"; score PSI {score_psi:.2f}" if score_psi >= 0.1 else ""
+    extra += "".join(f"; {r['source']} quarantine {r['rate']:.1%}" for r in q)
+    return t["monitor_moved"].format(n=len(moved), features=", ".join(moved[:3]) or "-",
+                                     extra=extra, **est)  # fmt: skip
 
 
 def render(
@@ -364,7 +394,7 @@ def render(
         lift=f"{metrics.get('top_decile_lift', float('nan')):.2f}",
     )  # fmt: skip
     return REPORT.render(
-        lang=lang, t=t, title=t["title"].format(month=month), summary=summary, saves=saves_text,
+        lang=lang, t=t, monitoring=_monitoring(settings, month, t), title=t["title"].format(month=month), summary=summary, saves=saves_text,
         ranking=t[f"ranking_{rank['method']}"].format(why=_why(rank, lang)), sections=sections, model=model,
         images=_images(tracking_uri, run_id), footer=t["footer"].format(run_id=run_id),
     )  # fmt: skip

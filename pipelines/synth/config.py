@@ -94,6 +94,18 @@ class ResponseConfig(Strict):
     )
 
 
+class TariffChange(Strict):
+    """A planted price change from one month on: every plan fee times ``factor``.
+
+    For drift tests: the billing features move, the calling behaviour does not.
+    """
+
+    month: str = Field(description="first month at the new prices, YYYY-MM")
+    factor: float = Field(1.3, gt=0, description="plan fees are multiplied by this")
+
+    _month = field_validator("month")(classmethod(lambda cls, v: check_month(v)))
+
+
 class SynthConfig(Strict):
     subscribers: int = Field(20000, ge=50)
     months: int = Field(12, ge=3, le=120)
@@ -108,5 +120,13 @@ class SynthConfig(Strict):
     response: ResponseConfig = Field(
         default_factory=ResponseConfig, description="retention contacts and how they work"
     )
+    tariff_change: TariffChange | None = Field(
+        None, description="a planted price change (none: prices fixed throughout)"
+    )
+
+    def price_factor(self, period) -> float:
+        """What plan fees are multiplied by in ``period`` (1 before any tariff change)."""
+        t = self.tariff_change
+        return t.factor if t is not None and str(period) >= t.month else 1.0
 
     _month = field_validator("start_month")(classmethod(lambda cls, v: check_month(v)))

@@ -109,14 +109,8 @@ class World:
         n = cfg.subscribers
         pop = self.pop
         self.fee = fee = plan_fees(pop.plan_idx)
-        self.balance = np.round(
-            np.where(
-                pop.postpaid,
-                self.rng.choice([0, 100, 200, 500], n),
-                self.rng.exponential(40, n) + 5,
-            ),
-            2,
-        )
+        post, pre = self.rng.choice([0, 100, 200, 500], n), self.rng.exponential(40, n) + 5
+        self.balance = np.round(np.where(pop.postpaid, post, pre), 2)
         self.arrears = np.zeros(n)
         self.points = (
             np.clip(-pop.act_month_idx, 0, 180) * fee * self.rng.uniform(0.2, 0.8, n)
@@ -200,7 +194,8 @@ class World:
         self, m: int, who: _Who, calls: Calls, data_mb: np.ndarray, shock: np.ndarray
     ) -> _Bill:
         """The bill: a fixed plan fee, overage, VAS, roaming on a shock without data."""
-        rng, pop, n, fee = self.rng, self.pop, self.cfg.subscribers, self.fee
+        rng, pop, n = self.rng, self.pop, self.cfg.subscribers
+        fee = self.fee * self.cfg.price_factor(self.periods[m])  # a planted tariff change
         active, mult, silent = who.active, who.mult, who.silent
         plan = np.array(PLANS, dtype=object)
         p_min = plan[pop.plan_idx, 2].astype(float)
@@ -370,7 +365,7 @@ class World:
                 "activation_date": pop.activation[rows],
                 "payment_type": np.where(pop.postpaid[rows], POSTPAID, PREPAID),
                 "plan_id": plan[pop.plan_idx[rows], 0],
-                "plan_fee": self.fee[rows],
+                "plan_fee": self.fee[rows] * self.cfg.price_factor(period),
                 "total_charge": bill.total[rows],
                 "voice_charge": bill.voice_charge[rows],
                 "data_charge": bill.data_charge[rows],

@@ -53,15 +53,14 @@ def test_monthly_refresh_runs_every_step_and_leaves_artifacts(first_run, flow_wo
     assert out["score"]["month"] == "2025-10" and out["score"]["shap_max_abs_diff"] < 1e-6
     assert out["publish"]["counts"]["selected"] > 0
     assert (s.path("outputs") / "retention" / "2025-10" / "all.xlsx").exists()
-    arts = _artifacts(
-        ["ingest-reconciliation", "feature-snapshots", "model-metrics", "retention-lists"]
-    )
-    assert set(arts) == {
-        "ingest-reconciliation",
-        "feature-snapshots",
-        "model-metrics",
-        "retention-lists",
-    }
+    # monitored again after the first champion: against its own training window
+    assert out["monitor"]["model_version"] == out["train"]["version"]
+    assert out["monitor"]["month"] == "2025-10" and "estimated AUC" in out["monitor"]["headline"]
+    keys = ["ingest-reconciliation", "feature-snapshots", "model-metrics", "model-monitoring",
+            "retention-lists"]  # fmt: skip
+    arts = _artifacts(keys)
+    assert set(arts) == set(keys)
+    assert out["monitor"]["headline"] in arts["model-monitoring"].data
     assert out["train"]["run_id"] in arts["model-metrics"].data
     assert "roc_auc" in arts["model-metrics"].data
 
@@ -74,6 +73,7 @@ def test_rerunning_the_same_month_changes_nothing(flows, first_run, flow_world):
     again = flows.monthly_refresh(month="2025-10", settings=s)
     assert again["ingest"]["files_committed"] == 0
     assert "skipped" in again["train"]
+    assert again["monitor"]["headline"] == first_run["monitor"]["headline"]
     assert _digest(s.path("lake")) == lake
     assert _digest(s.path("features")) == feats
     pd.testing.assert_frame_equal(
