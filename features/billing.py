@@ -5,6 +5,7 @@ from __future__ import annotations
 from features.catalog import Family, Feature
 from features.config import FeatureRules
 from features.context import MONTH_IDX, SnapshotContext
+from features.exact import FEN, cv, mean, ratio, slope, units
 
 F = "billing"
 FEATURES = [
@@ -37,29 +38,43 @@ FEATURES = [
 
 def sql(ctx: SnapshotContext, rules: FeatureRules) -> str:
     r = rules
+    fen = ", ".join(
+        f"{units(c, FEN)} AS {c}_fen"
+        for c in (
+            "total_charge",
+            "voice_overage_charge",
+            "data_overage_charge",
+            "discount",
+            "paid_amount",
+        )
+    )
+    # sums, means, slopes and spreads in fen, exact (features/exact.py)
     return f"""
-    WITH b AS (SELECT *, {ctx.idx} - {MONTH_IDX} AS ago FROM billing_t WHERE bill_month <= '{ctx.ym}'),
+    WITH b AS (
+        SELECT *, {ctx.idx} - {MONTH_IDX} AS ago, {fen}
+        FROM billing_t WHERE bill_month <= '{ctx.ym}'
+    ),
     a AS (
         SELECT
             msisdn,
             max(total_charge) FILTER (WHERE ago = 0) AS arpu_1m,
-            avg(total_charge) FILTER (WHERE ago <= 2) AS arpu_3m,
-            avg(total_charge) AS arpu_6m,
-            CASE WHEN count(*) >= 3 THEN regr_slope(total_charge, -ago) END AS arpu_trend_6m,
-            avg(total_charge) FILTER (WHERE ago BETWEEN 1 AND 3) AS prev3,
+            {mean("total_charge_fen", FEN, "ago <= 2")} AS arpu_3m,
+            {mean("total_charge_fen", FEN)} AS arpu_6m,
+            CASE WHEN count(*) >= 3 THEN {slope("total_charge_fen", "(-ago)", FEN)} END AS arpu_trend_6m,
+            {mean("total_charge_fen", FEN, "ago BETWEEN 1 AND 3")} AS prev3,
             count(*) FILTER (WHERE ago BETWEEN 1 AND 3) AS n_prev3,
-            CASE WHEN count(*) >= 3 AND avg(total_charge) > 0 THEN stddev_samp(total_charge) / avg(total_charge) END AS arpu_volatility_6m,
+            CASE WHEN count(*) >= 3 AND sum(total_charge_fen) > 0 THEN {cv("total_charge_fen")} END AS arpu_volatility_6m,
             min(total_charge) FILTER (WHERE ago <= 2) AS min3,
             count(*) FILTER (WHERE ago <= 2) AS n3,
             max(voice_overage_charge) FILTER (WHERE ago = 0) AS voice_overage_charge_1m,
             max(data_overage_charge) FILTER (WHERE ago = 0) AS data_overage_charge_1m,
-            avg(voice_overage_charge) FILTER (WHERE ago <= 2) AS voice_overage_charge_3m,
-            avg(data_overage_charge) FILTER (WHERE ago <= 2) AS data_overage_charge_3m,
-            sum(discount) FILTER (WHERE ago <= 2) / nullif(sum(total_charge + discount) FILTER (WHERE ago <= 2), 0) AS discount_share_3m,
+            {mean("voice_overage_charge_fen", FEN, "ago <= 2")} AS voice_overage_charge_3m,
+            {mean("data_overage_charge_fen", FEN, "ago <= 2")} AS data_overage_charge_3m,
+            {ratio("discount_fen", "total_charge_fen + discount_fen", "ago <= 2")} AS discount_share_3m,
             max(balance) FILTER (WHERE ago = 0) AS balance,
             max(arrears) FILTER (WHERE ago = 0) AS arrears,
             CAST(count(*) FILTER (WHERE arrears > 0) AS INTEGER) AS months_in_arrears_6m,
-            sum(paid_amount) FILTER (WHERE ago <= 2) / nullif(sum(total_charge) FILTER (WHERE ago <= 2), 0) AS paid_to_bill_ratio_3m,
+            {ratio("paid_amount_fen", "total_charge_fen", "ago <= 2")} AS paid_to_bill_ratio_3m,
             CAST(max(points_balance) FILTER (WHERE ago = 0) AS DOUBLE) AS points_balance,
             CAST(sum(points_redeemed) AS DOUBLE) AS points_redeemed_6m,
             CAST(max(family_bundle) FILTER (WHERE ago = 0) AS INTEGER) AS family_bundle,

@@ -2,7 +2,7 @@
 
 For snapshot T the lake is opened only up to partition T (``*_t`` views), and every
 query is further bounded by the first instant after T. Labels come from the full
-history, separately, and are the only column that looks past T.
+history, separately, and are the only columns that look past T (``labels.LABELS``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def model_features() -> list[str]:
 
 def snapshot_schema() -> pa.Schema:
     fields = [pa.field(k, pa.string()) for k in KEYS + META]
-    fields += [pa.field(f.name, _ARROW[f.dtype]) for f in [*FEATURES, labels.LABEL]]
+    fields += [pa.field(f.name, _ARROW[f.dtype]) for f in [*FEATURES, *labels.LABELS]]
     return pa.schema(fields, metadata={"feature_schema": feature_schema_hash()})
 
 
@@ -108,8 +108,9 @@ def build_snapshot(
             "obs", "churn_all", ctx.idx, last_idx, churn.horizon_months, churn.gap_months, k
         )
     )
+    labs = ", ".join(f"lab.{f.name}" for f in labels.LABELS)
     table = con.sql(
-        f"SELECT joined.*, {segments.select_sql(rules)}, lab.{labels.LABEL.name} "
+        f"SELECT joined.*, {segments.select_sql(rules)}, {labs} "
         "FROM joined JOIN lab USING (msisdn) ORDER BY msisdn"
     ).to_arrow_table()
     schema = snapshot_schema()
@@ -188,7 +189,7 @@ def build_features(
             )
     finally:
         con.close()
-    catalog = store.write_catalog(out, render_markdown(FEATURES + [labels.LABEL]))
+    catalog = store.write_catalog(out, render_markdown(FEATURES + list(labels.LABELS)))
     rep.catalog = str(catalog)
     rep.seconds = round(time.perf_counter() - t0, 2)
     return rep

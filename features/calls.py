@@ -9,6 +9,7 @@ from __future__ import annotations
 from features.catalog import Family, Feature
 from features.config import FeatureRules
 from features.context import SnapshotContext
+from features.exact import decimal_sum
 
 F = "calls"
 
@@ -133,10 +134,10 @@ def sql(ctx: SnapshotContext, rules: FeatureRules) -> str:
             sum(n3) FILTER (WHERE r3 = 1) / nullif(max(t3), 0) AS top1_contact_share_3m,
             sum(n3) FILTER (WHERE r3 <= 3) / nullif(max(t3), 0) AS top3_contact_share_3m,
             sum(d1) FILTER (WHERE r1 = 1) / nullif(max(td1), 0) AS top1_minutes_share_1m,
-            sum(power(n1 / t1, 2)) FILTER (WHERE n1 > 0) AS contact_hhi_1m,
-            sum(power(n3 / t3, 2)) FILTER (WHERE n3 > 0) AS contact_hhi_3m,
-            -sum((n1 / t1) * ln(n1 / t1)) FILTER (WHERE n1 > 0) AS ent1,
-            -sum((n3 / t3) * ln(n3 / t3)) FILTER (WHERE n3 > 0) AS ent3,
+            CAST(sum(n1 * n1) FILTER (WHERE n1 > 0) AS DOUBLE) / CAST(max(t1) * max(t1) AS DOUBLE) AS contact_hhi_1m,
+            CAST(sum(n3 * n3) FILTER (WHERE n3 > 0) AS DOUBLE) / CAST(max(t3) * max(t3) AS DOUBLE) AS contact_hhi_3m,
+            -{decimal_sum("(n1 / t1) * ln(n1 / t1)", "n1 > 0")} AS ent1,
+            -{decimal_sum("(n3 / t3) * ln(n3 / t3)", "n3 > 0")} AS ent3,
             count(*) FILTER (WHERE n1 > 0 AND nprev = 0) AS new_contacts_1m,
             count(*) FILTER (WHERE n1 = 0 AND nprev > 0) AS lost_contacts_1m
         FROM ranked GROUP BY msisdn

@@ -5,6 +5,7 @@ from __future__ import annotations
 from features.catalog import Family, Feature
 from features.config import FeatureRules
 from features.context import SnapshotContext
+from features.exact import mean
 
 F = "complaints"
 CATEGORIES = ("network", "billing", "service", "product", "handset", "other")
@@ -58,7 +59,7 @@ def sql(ctx: SnapshotContext, rules: FeatureRules) -> str:
         count(*) FILTER (WHERE was_reopened AND age_days <= 180) AS reopened_complaints_180d,
         count(*) FILTER (WHERE channel = 'regulator' AND age_days <= 180) AS regulator_complaints_180d,
         count(*) FILTER (WHERE severity = 'urgent' AND age_days <= 180) AS urgent_complaints_180d,
-        avg(date_diff('second', opened_at, closed_at) / 86400.0) FILTER (WHERE status = 'resolved' AND age_days <= 180) AS mean_resolution_days_180d,
+        {mean("date_diff('second', opened_at, closed_at)", 86400, "status = 'resolved' AND age_days <= 180")} AS mean_resolution_days_180d,
         min(age_days) AS days_since_last_complaint,
         min(date_diff('second', closed_at, {nxt}) / 86400.0) FILTER (WHERE status = 'resolved') AS days_since_complaint_resolved,
         count(*) FILTER (WHERE status = 'resolved' AND satisfaction <= 2 AND age_days <= 180) AS low_satisfaction_180d,

@@ -59,7 +59,9 @@ class FeatureConfig(Strict):
     min_history_months: int = Field(3, ge=1)
     duckdb_memory_limit: str = Field("4GB", description="DuckDB memory ceiling; spills beyond")
     duckdb_threads: int = Field(
-        1, ge=1, description="1 = bit-exact rebuilds (parallel float sums vary in the last bits)"
+        0,
+        ge=0,
+        description="DuckDB threads, 0 = all cores (os.cpu_count()); rebuilds are bit-exact at any count",
     )
 
     @field_validator("snapshot_months")

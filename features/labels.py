@@ -16,6 +16,14 @@ LABEL = Feature(
     "null while the window is not fully observed",
     "flag", "int", False,
 )  # fmt: skip
+OFFSET = Feature(
+    "label_churn_offset", "label", "T+1+gap..T+H+gap",
+    "month of the label window in which the subscriber churns: k = 1..H for churn in month T+gap+k; "
+    "0 when already silent at T and that silence proves to be churn (the leaving month is past); "
+    "null when label_churn is 0 or null (the same point-in-time rule)",
+    "month", "int", False,
+)  # fmt: skip
+LABELS = (LABEL, OFFSET)  # every column of a snapshot that looks past T
 
 
 def churn_events_sql(billing_view: str, inactivity_months: int) -> str:
@@ -39,16 +47,29 @@ def churn_events_sql(billing_view: str, inactivity_months: int) -> str:
 def label_sql(
     obs: str, churn: str, t_idx: int, last_idx: int, horizon: int, gap: int, inactivity_months: int
 ) -> str:
-    """Label for every row of ``obs`` (msisdn, is_postpaid) from the full-history churn table."""
+    """Labels for every row of ``obs`` (msisdn, is_postpaid) from the full-history churn table.
+
+    ``label_churn`` says whether, ``label_churn_offset`` in which month of the window; both
+    are null until the window is observed, so the month of leaving leaks no sooner than
+    the fact.
+    """
     lo, hi = t_idx + 1 + gap, t_idx + horizon + gap
+    # observable only once the whole window (and, for prepaid, the silence that proves churn) is in the lake;
+    # positives are not let through early, or late months would look like 100% churn
+    unseen = (
+        f"{hi} + CASE WHEN o.is_postpaid = 1 THEN 0 ELSE {inactivity_months - 1} END > {last_idx}"
+    )
     return f"""
     SELECT o.msisdn,
         CASE
-            -- observable only once the whole window (and, for prepaid, the silence that proves churn) is in the lake;
-            -- positives are not let through early, or late months would look like 100% churn
-            WHEN {hi} + CASE WHEN o.is_postpaid = 1 THEN 0 ELSE {inactivity_months - 1} END > {last_idx} THEN NULL
+            WHEN {unseen} THEN NULL
             WHEN c.churn_idx BETWEEN {lo} AND {hi} OR c.churn_idx <= {t_idx} THEN 1
             ELSE 0
-        END AS {LABEL.name}
+        END AS {LABEL.name},
+        CASE
+            WHEN {unseen} THEN NULL
+            WHEN c.churn_idx BETWEEN {lo} AND {hi} THEN c.churn_idx - {t_idx + gap}
+            WHEN c.churn_idx <= {t_idx} THEN 0
+        END AS {OFFSET.name}
     FROM {obs} o LEFT JOIN {churn} c USING (msisdn)
     """

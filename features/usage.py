@@ -5,6 +5,7 @@ from __future__ import annotations
 from features.catalog import Family, Feature
 from features.config import FeatureRules
 from features.context import MONTH_IDX, SnapshotContext
+from features.exact import MB_UNITS, mean, slope, units
 
 F = "usage"
 FEATURES = [
@@ -21,24 +22,29 @@ FEATURES = [
 
 
 def sql(ctx: SnapshotContext, rules: FeatureRules) -> str:
+    # sums in integer units (minutes, millionths of a MB), exact (features/exact.py)
     def change(col: str) -> str:
+        prev = mean(col, 1, "ago BETWEEN 1 AND 3")  # in col's units, like the month of T
         return (
-            f"CASE WHEN count(*) FILTER (WHERE ago BETWEEN 1 AND 3) = 3 AND avg({col}) FILTER (WHERE ago BETWEEN 1 AND 3) > 0 "
-            f"THEN max({col}) FILTER (WHERE ago = 0) / avg({col}) FILTER (WHERE ago BETWEEN 1 AND 3) - 1 END"
+            f"CASE WHEN count(*) FILTER (WHERE ago BETWEEN 1 AND 3) = 3 AND {prev} > 0 "
+            f"THEN max({col}) FILTER (WHERE ago = 0) / {prev} - 1 END"
         )
 
     return f"""
-    WITH b AS (SELECT *, {ctx.idx} - {MONTH_IDX} AS ago FROM billing_t WHERE bill_month <= '{ctx.ym}')
+    WITH b AS (
+        SELECT *, {ctx.idx} - {MONTH_IDX} AS ago, {units("data_mb", MB_UNITS)} AS data_units
+        FROM billing_t WHERE bill_month <= '{ctx.ym}'
+    )
     SELECT
         msisdn,
         CAST(max(voice_minutes) FILTER (WHERE ago = 0) AS DOUBLE) AS voice_minutes_1m,
-        avg(voice_minutes) FILTER (WHERE ago <= 2) AS voice_minutes_3m,
+        {mean("voice_minutes", 1, "ago <= 2")} AS voice_minutes_3m,
         {change("voice_minutes")} AS voice_minutes_change_vs_prev3m,
-        CASE WHEN count(*) >= 3 THEN regr_slope(voice_minutes, -ago) END AS voice_minutes_trend_6m,
+        CASE WHEN count(*) >= 3 THEN {slope("voice_minutes", "(-ago)")} END AS voice_minutes_trend_6m,
         max(data_mb) FILTER (WHERE ago = 0) AS data_mb_1m,
-        avg(data_mb) FILTER (WHERE ago <= 2) AS data_mb_3m,
-        {change("data_mb")} AS data_mb_change_vs_prev3m,
-        CASE WHEN count(*) >= 3 THEN regr_slope(data_mb, -ago) END AS data_mb_trend_6m,
+        {mean("data_units", MB_UNITS, "ago <= 2")} AS data_mb_3m,
+        {change("data_units")} AS data_mb_change_vs_prev3m,
+        CASE WHEN count(*) >= 3 THEN {slope("data_units", "(-ago)", MB_UNITS)} END AS data_mb_trend_6m,
         CAST(max(sms_count) FILTER (WHERE ago = 0) AS DOUBLE) AS sms_count_1m
     FROM b WHERE ago BETWEEN 0 AND 5
     GROUP BY msisdn

@@ -36,8 +36,36 @@ def make_lgbm(params: dict[str, Any], seed: int) -> lgb.LGBMClassifier:
 
 
 def _as_float(X: pd.DataFrame) -> pd.DataFrame:
-    # pandas 3 strings and nullable ints are not LightGBM input: plain float64, NaN for missing
+    """Plain floats, NaN for missing (pandas 3 strings and nullable ints are not LightGBM
+    input); a frame already all float32 stays float32, so a big training table is not doubled."""
+    if len(X.columns) and all(t == np.float32 for t in X.dtypes):
+        return X
     return X.astype("float64")
+
+
+def fit_early_stopped(
+    params: dict[str, Any],
+    seed: int,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    X_val: pd.DataFrame,
+    y_val: np.ndarray,
+    *,
+    early_stopping_rounds: int,
+    categorical: list[str] | None = None,
+    sample_weight: np.ndarray | None = None,
+) -> lgb.LGBMClassifier:
+    """LightGBM stopped early on the validation month (float frames, ``X_val`` in ``X``'s
+    columns): what :class:`ChurnModel` calibrates, and what a tuning trial scores."""
+    est = make_lgbm(params, seed)
+    cats = [c for c in (categorical or []) if c in X.columns]
+    est.fit(
+        X, y, sample_weight=sample_weight, eval_X=(X_val,), eval_y=(y_val,),
+        eval_metric="binary_logloss",
+        callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
+        categorical_feature=cats or "auto",  # integer codes read as categories
+    )  # fmt: skip
+    return est
 
 
 class ChurnModel(ClassifierMixin, BaseEstimator):
@@ -59,19 +87,22 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         self.categorical = categorical
         self.prevalence = prevalence
 
-    def fit(self, X: pd.DataFrame, y, X_val: pd.DataFrame | None = None, y_val=None) -> ChurnModel:
+    def fit(
+        self, X: pd.DataFrame, y, X_val: pd.DataFrame | None = None, y_val=None,
+        sample_weight=None,
+    ) -> ChurnModel:  # fmt: skip
+        """LightGBM on the training rows (``sample_weight``: a sampled table's weights that
+        undo the sampling), stopped early on and calibrated to the unsampled validation month."""
         X = _as_float(X)
         y = np.asarray(y, dtype=int)
         if X_val is None:
             raise ValueError("ChurnModel needs an out-of-time validation set (X_val, y_val)")
         X_val = _as_float(X_val[X.columns])
         y_val = np.asarray(y_val, dtype=int)
-        est = make_lgbm(self.lgbm_params or {}, self.seed)
-        cats = [c for c in (self.categorical or []) if c in X.columns]
-        est.fit(
-            X, y, eval_X=(X_val,), eval_y=(y_val,), eval_metric="binary_logloss",
-            callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
-            categorical_feature=cats or "auto",  # integer codes read as categories
+        est = fit_early_stopped(
+            self.lgbm_params or {}, self.seed, X, y, X_val, y_val,
+            early_stopping_rounds=self.early_stopping_rounds, categorical=self.categorical,
+            sample_weight=None if sample_weight is None else np.asarray(sample_weight, float),
         )  # fmt: skip
         self.estimator_ = est
         self.best_iteration_ = int(est.best_iteration_ or est.n_estimators)

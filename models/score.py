@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from features import store
-from models import explain, registry
+from models import explain, registry, timing
 from models.config import ModelConfig, ReasonConfig
 
 log = logging.getLogger(__name__)
@@ -64,12 +64,15 @@ def score(
     *,
     tracking_uri: str,
     month: str | None = None,
+    timing_name: str | None = None,
 ) -> ScoreResult:
     """Probability and value inputs for every subscriber of the snapshot; SHAP reasons too
     with ``model.explain: all``.
 
     ``month`` defaults to the latest snapshot under ``features``; the global explanation
-    (features only, no numbers) is logged to the champion's run.
+    (features only, no numbers) is logged to the champion's run. With ``timing_name``, the
+    champion of that timing model adds the expected month of leaving
+    (:func:`models.timing.leave_months`; none registered: the columns are left out).
     """
     month = month or store.latest_month(features)
     champ = registry.champion(tracking_uri, model_cfg.name)
@@ -88,6 +91,9 @@ def score(
     diff = float(np.max(np.abs(ref - fast))) if n else 0.0
     importance = explain.global_importance(sv, feats)
     parts = [df[CARRIED].reset_index(drop=True), pd.DataFrame({"p_churn": p})]
+    timed = timing.leave_months(tracking_uri, timing_name, df, p, month) if timing_name else None
+    if timed is not None:
+        parts.append(timed)
     if everyone:  # asked for, or the sample is the whole base anyway: the reasons are free
         parts.append(_explained(sv, df, feats, reasons).drop(columns="msisdn"))  # G is X
     out = pd.concat(parts, axis=1)

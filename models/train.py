@@ -26,6 +26,8 @@ from models.config import Economics, ModelConfig
 from models.estimator import ChurnModel, OperatorRules, make_logistic
 from models.evaluate import evaluate
 
+WEIGHT = "sample_weight"  # a training row's weight when the table is sampled (features.store)
+
 log = logging.getLogger(__name__)
 
 PIP_REQUIREMENTS = [
@@ -72,10 +74,12 @@ class TrainResult:
     baselines: dict[str, dict[str, float]]
     test_period: str
     feature_columns: list[str]
+    tuning: str = ""  # one line on the tuning that chose the parameters, if any
 
     def summary(self) -> str:
         m = self.metrics
         lines = [
+            *([self.tuning] if self.tuning else []),
             f"model {self.registered_name} v{self.version} -> {self.alias} ({self.decision})",
             f"out-of-time test {self.test_period}: AUC {m['roc_auc']:.3f}  PR-AUC {m['pr_auc']:.3f}  "
             f"top-decile lift {m['top_decile_lift']:.2f}  ECE {m['ece']:.4f}  Brier {m['brier']:.4f}  "
@@ -133,6 +137,15 @@ def time_split(
     )
 
 
+def check_classes(split: Split, label_col: str) -> None:
+    """Each of train, validation and test holds both classes, or training cannot start."""
+    for part, d in (("train", split.train), ("validation", split.valid), ("test", split.test)):
+        if d[label_col].nunique() < 2:
+            raise TrainingDataError(
+                f"the {part} set has a single class; more months or subscribers are needed"
+            )
+
+
 def fingerprint_files(paths: list[Path]) -> str:
     h = hashlib.sha256()
     for p in sorted(paths):
@@ -146,6 +159,23 @@ def _own_types(model) -> list[str]:
     import skops.io
 
     return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+
+
+def log_registered(model, X: pd.DataFrame, name: str):
+    """Log a fitted classifier in the active run (skops, signature, a feature-only example)
+    and register it as a new version of ``name``."""
+    example = X.head(5).astype(float)
+    return mlflow.sklearn.log_model(
+        model,
+        name="model",
+        signature=infer_signature(example, model.predict_proba(example)),
+        input_example=example,
+        pip_requirements=PIP_REQUIREMENTS,
+        pyfunc_predict_fn="predict_proba",
+        registered_model_name=name,
+        serialization_format="skops",
+        skops_trusted_types=_own_types(model),
+    )
 
 
 def _score(model, X: pd.DataFrame) -> np.ndarray:
@@ -244,20 +274,18 @@ def train_and_register(
     categorical_cols: list[str] | None = None,
     table_columns: list[dict] | None = None,
     prevalence: float | None = None,
+    run_tags: dict[str, str] | None = None,
 ) -> TrainResult:
     """Fit, evaluate on the out-of-time month, log and register; champion only if it is better.
 
     ``artifacts`` is where a new experiment keeps its files; ``config_fingerprint`` names
     the configuration in the run's lineage. ``categorical_cols`` (integer codes) are
     LightGBM categoricals and one-hot in the logistic baseline; ``table_columns`` (what
-    was done with each column of a brought table) is logged with the run.
+    was done with each column of a brought table) is logged with the run; ``run_tags``
+    are set on it (a tuned model's names its tuning run).
     """
     split = time_split(frame, time_col, label_col, model_cfg.min_label_coverage, model_cfg.seed)
-    for part, d in (("train", split.train), ("validation", split.valid), ("test", split.test)):
-        if d[label_col].nunique() < 2:
-            raise TrainingDataError(
-                f"the {part} set has a single class; more months or subscribers are needed"
-            )
+    check_classes(split, label_col)
     Xtr, ytr = split.train[feature_cols], split.train[label_col].to_numpy()
     Xva, yva = split.valid[feature_cols], split.valid[label_col].to_numpy()
     Xte, yte = split.test[feature_cols], split.test[label_col].to_numpy()
@@ -272,7 +300,11 @@ def train_and_register(
         categorical=categorical_cols or None,
         prevalence=prevalence,
     )
-    model.fit(Xtr, ytr, Xva, yva)
+    weights = split.train[WEIGHT].to_numpy() if WEIGHT in split.train else None
+    if weights is not None and (weights != 1).any():
+        log.info("training on %d rows standing for %.0f (every churner, a sample of stayers "
+                 "weighted back); validation and test whole", len(weights), weights.sum())  # fmt: skip
+    model.fit(Xtr, ytr, Xva, yva, sample_weight=weights)
     rates = {"train": float(ytr.mean()), "validation": float(yva.mean()), "test": float(yte.mean())}
     base = prevalence if prevalence is not None else rates["validation"]
     if max(rates["test"] / base, base / rates["test"]) > 3:
@@ -282,7 +314,7 @@ def train_and_register(
                     100 * rates["train"])  # fmt: skip
     baselines_models = {
         "logistic": make_logistic(model_cfg.seed, categorical_cols).fit(
-            Xtr.astype(float).fillna(np.nan), ytr
+            Xtr.astype(float).fillna(np.nan), ytr, logisticregression__sample_weight=weights
         )
     }
     if set(feature_cols) >= RULE_COLUMNS:
@@ -302,7 +334,7 @@ def train_and_register(
         "rows": {"train": len(split.train), "valid": len(split.valid), "test": len(split.test)},
         "config_fingerprint": config_fingerprint,
     }
-    with mlflow.start_run(run_name=f"lightgbm-{split.test_period}") as run:
+    with mlflow.start_run(run_name=f"lightgbm-{split.test_period}", tags=run_tags) as run:
         mlflow.log_params(
             {f"lgbm_{k}": v for k, v in params.items()}
             | {
@@ -335,18 +367,7 @@ def train_and_register(
         if catalog is not None and catalog.exists():
             mlflow.log_artifact(str(catalog), artifact_path="features")
         _log_datasets(split, feature_cols, label_col, time_col)
-        example = Xte.head(5).astype(float)
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(example, model.predict_proba(example)),
-            input_example=example,
-            pip_requirements=PIP_REQUIREMENTS,
-            pyfunc_predict_fn="predict_proba",
-            registered_model_name=model_cfg.name,
-            serialization_format="skops",
-            skops_trusted_types=_own_types(model),
-        )
+        info = log_registered(model, Xte, model_cfg.name)
         version = str(info.registered_model_version)
         metric = model_cfg.promotion_metric
         current = _champion_metric(

@@ -109,6 +109,26 @@ def build_features(settings: Settings, months: list[str] | None = None):
     )
 
 
+def training_table(settings: Settings):
+    """The labelled months of the store as one float32 frame, read in batches: every
+    churner, ``model.stayer_share`` of the training months' stayers (weighted back), the
+    validation and test months whole."""
+    from features import store
+    from features.build import model_features
+    from features.labels import LABELS
+
+    feats_dir = settings.path("features")
+    months = store.labelled_months(feats_dir, settings.model.min_label_coverage)
+    if not months:
+        return store.read_snapshots(feats_dir)  # nothing labelled: training says so in one line
+    extra = [f.name for f in LABELS if f.name != "label_churn"]
+    return store.read_sampled(
+        feats_dir, months, ["snapshot_month", *model_features(), *extra],
+        full=tuple(months[-2:]), stayer_share=settings.model.stayer_share,
+        seed=settings.model.seed,
+    )  # fmt: skip
+
+
 @writes_data("train")
 def train(settings: Settings, lgbm_overrides: dict | None = None, tune: int = 0):
     """Train on the feature snapshots; register in MLflow; promote only a better model.
@@ -121,7 +141,7 @@ def train(settings: Settings, lgbm_overrides: dict | None = None, tune: int = 0)
     train_and_register = trainer(tune or settings.model.tune_trials)
 
     feats_dir = settings.path("features")
-    frame = store.read_snapshots(feats_dir)
+    frame = training_table(settings)
     lineage = {
         "snapshot_months": sorted(frame.snapshot_month.unique().tolist()),
         "rows_per_snapshot": frame.groupby("snapshot_month").size().to_dict(),

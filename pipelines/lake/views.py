@@ -6,6 +6,7 @@ month, before any filter in a feature query.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import duckdb
@@ -18,12 +19,15 @@ from pipelines.lake.store import parts
 def connect(
     memory_limit: str, threads: int, temp_dir: Path, *, keep_order: bool = False
 ) -> duckdb.DuckDBPyConnection:
-    """DuckDB with a memory ceiling and a spill folder, so data larger than RAM still runs."""
+    """DuckDB with a memory ceiling and a spill folder, so data larger than RAM still runs.
+
+    ``threads`` 0 means one per core (``os.cpu_count()``).
+    """
     temp_dir.mkdir(parents=True, exist_ok=True)
     return duckdb.connect(
         config={
             "memory_limit": memory_limit,
-            "threads": threads,
+            "threads": threads or os.cpu_count() or 1,
             "temp_directory": str(temp_dir),
             "preserve_insertion_order": keep_order,
         }

@@ -15,6 +15,7 @@ from pipelines.lake.numbers import mask_text
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 MONEY_COLUMNS = ("value", "value_at_risk", "expected_profit")
+PERCENT_COLUMNS = ("p_churn", "uplift", "p_leave_next_month")
 
 
 def neutralise(value):
@@ -47,6 +48,13 @@ LABELS: dict[str, tuple[str, str, str, str]] = {
     "channel": ("渠道", "Channel", "客户经理/呼叫中心/短信", "account manager / call centre / SMS"),
     "channel_reason": ("渠道原因", "Why this channel", "为何选择该渠道", "why this channel"),
     "p_churn": ("离网概率", "Churn risk", "未来离网的概率", "probability of leaving"),
+    "expected_leave_month": ("预计离网月份", "Expected month of leaving",
+                             "若离网，最可能在哪个月（离网时间模型给出的中位月份）；回访宜安排在此月之前",
+                             "if they leave, the median month of leaving (time-to-churn model); "
+                             "plan the revisit before it"),
+    "p_leave_next_month": ("下月离网概率", "Risk next month",
+                           "在预测窗口第一个月（默认即下月）离网的概率",
+                           "probability of leaving in the window's first month (next month by default)"),
     "uplift": ("联系效果", "Contact effect", "联系后离网概率的预计变化（负数为下降，来自uplift模型）",
                "expected change in churn risk if contacted (negative: fewer leave), uplift model"),
     "value_at_risk": ("风险价值(元)", "Value at risk (CNY)", "离网概率×客户价值",
@@ -97,7 +105,8 @@ MAX_WIDTH = {"say": 34, "reasons": 34, "last_complaint": 30, "reminder": 30, "of
              "channel_reason": 24}  # fmt: skip
 # who the month's workbook is about, not what to do: in the page header and the legend
 ABOUT = ("snapshot_month", "model_version", "subscriber_key")
-OPTIONAL = ("uplift",)  # shown only when the month has them (an uplift model ranked the list)
+# shown only when the month has them (an uplift model ranked the list, a timing model is champion)
+OPTIONAL = ("uplift", "expected_leave_month", "p_leave_next_month")
 
 
 def header(col: str, lang: str | None) -> str:
@@ -132,7 +141,7 @@ def _sheet(wb, fmt: dict, df: pd.DataFrame, name: str, lang: str | None, title: 
     widths = []
     for j, c in enumerate(df.columns):
         ws.write_string(0, j, header(c, lang), fmt["head"])
-        kind = "pct" if c in ("p_churn", "uplift") else "money" if c in MONEY_COLUMNS else "wrap"
+        kind = "pct" if c in PERCENT_COLUMNS else "money" if c in MONEY_COLUMNS else "wrap"
         widths.append(_width(c, df[c], lang))
         ws.set_column(j, j, widths[-1], fmt[kind])
     heads = [_lines(header(c, lang), w) for c, w in zip(df.columns, widths, strict=True)]

@@ -33,13 +33,14 @@ LIST_COLUMNS = [
     "list_rank", "channel_rank", "msisdn", "value_tier", "say", "offer", "reasons", "value", "due",
     "channel", "channel_reason", "p_churn", "value_at_risk", "expected_profit",
     "complaint_callback", "callback_due", "callback_overdue", "offer_code", "uplift",
-    *REASONS, "last_complaint", *TAIL,
+    "expected_leave_month", "p_leave_next_month", *REASONS, "last_complaint", *TAIL,
 ]  # fmt: skip
 # what each list an agent works from shows, action first
 SHEETS: dict[str, list[str]] = {
     "retention": [
         "channel_rank", "msisdn", "value_tier", "say", "offer", "reasons", "value", "due",
-        "channel_reason", "p_churn", "uplift", "last_complaint", "offer_code", *TAIL,
+        "channel_reason", "p_churn", "expected_leave_month", "uplift", "last_complaint",
+        "offer_code", *TAIL,
     ],
     "callbacks": [
         "list_rank", "msisdn", "value_tier", "due", "callback_overdue", "callback_due",
@@ -51,7 +52,7 @@ SHEETS: dict[str, list[str]] = {
     ],
     "renewal": [
         "list_rank", "msisdn", "value_tier", "say", "offer", "months_to_contract_end", "value",
-        "p_churn", "value_at_risk", "reasons", "due", *TAIL,
+        "p_churn", "expected_leave_month", "value_at_risk", "reasons", "due", *TAIL,
     ],
     "reminders": [
         "list_rank", "msisdn", "value_tier", "reminder", "value", "alert_bill", "arpu_1m",

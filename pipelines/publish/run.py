@@ -137,6 +137,13 @@ def _swap_in(settings: Settings, stage: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _timing_model(settings: Settings, scored: pd.DataFrame) -> str | None:
+    """The timing model behind ``expected_leave_month`` (None: the column is empty this month)."""
+    if "timing_model_version" not in scored or scored["timing_model_version"].isna().all():
+        return None
+    return f"{settings.timing.name} v{scored['timing_model_version'].dropna().iat[0]}"
+
+
 def first_published(folder: Path) -> dt.date | None:
     """The day a month's lists were first published, from its manifest (None if never)."""
     try:
@@ -200,6 +207,7 @@ def publish(settings: Settings, month: str | None = None, published: dt.date | N
         "model": settings.model.name,
         "model_version": str(scored["model_version"].iat[0]),
         "run_id": str(scored["run_id"].iat[0]),
+        "timing_model": _timing_model(settings, scored),
         "tracking_uri": settings.tracking_uri(),
         "config_fingerprint": settings.fingerprint(),
         "published_at": dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds"),

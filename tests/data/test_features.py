@@ -308,11 +308,13 @@ def test_planted_drivers_differ_between_churners_and_stayers(features_world):
     assert rate.iloc[-1] > rate.iloc[1:-1].min() and rate.iloc[0] > rate.iloc[1:-1].min()
 
 
-def test_features_for_a_past_month_rebuild_exactly(features_world, tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_features_for_a_past_month_rebuild_exactly(features_world, tmp_path, threads):
+    """The build ran on all cores (the default); a rebuild on 1 or 2 threads is the same to the bit."""
     world, out, _ = features_world
-    again = build_features(
-        world.path("lake"), tmp_path, world.churn, world.features, months=["2025-04"]
-    )
+    assert world.features.duckdb_threads == 0
+    cfg = world.features.model_copy(update={"duckdb_threads": threads})
+    again = build_features(world.path("lake"), tmp_path, world.churn, cfg, months=["2025-04"])
     assert again.rows["2025-04"] > 0
     a = pq.read_table(snapshot_path(out, "2025-04"))
     b = pq.read_table(snapshot_path(tmp_path, "2025-04"))

@@ -76,5 +76,5 @@ def test_prefect_yaml_is_the_list_of_deployments_that_serve_serves():
     assert text == flows.prefect_yaml(s), "run: churn prefect-yaml > prefect.yaml"
     served = {d.name for d in flows.deployments(s)}
     assert served == {"monthly-refresh", "ingest", "build-features", "train", "score", "publish",
-                      "train-uplift", "measure-campaigns"}  # fmt: skip
+                      "train-uplift", "measure-campaigns", "monitor"}  # fmt: skip
     assert all(f"- name: {n}\n" in text for n in served)

@@ -11,7 +11,7 @@ def test_every_command_is_registered_and_has_help():
     commands = typer.main.get_command(app).commands
     assert set(commands) == {
         "config", "synth", "ingest", "features", "train", "score", "publish", "refresh",
-        "demo", "serve", "rotate-key", "prefect-yaml", "campaigns", "simulate",
+        "demo", "serve", "rotate-key", "prefect-yaml", "campaigns", "simulate", "monitor",
     }  # fmt: skip
     for name in commands:
         res = runner.invoke(app, [name, "--help"])
@@ -70,6 +70,8 @@ def _cfg(tmp_path):
         (["score", "--month", "2025-02", "--no-prefect"], "error: --month 2025-02: no feature"),
         (["publish", "--month", "2025-02", "--no-prefect"], "error: --month 2025-02: no scores"),
         (["train", "--table", "nope.csv"], "error: --table nope.csv: no such file"),
+        (["monitor", "--month", "2025-02", "--no-prefect"], "error: --month 2025-02: no feature"),
+        (["train", "--tune", "-1"], "error: --tune -1: the number of tuning trials is 0 or more"),
     ],
 )  # fmt: skip
 def test_usage_errors_are_one_line_with_exit_2(tmp_path, monkeypatch, capsys, args, says):
