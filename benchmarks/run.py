@@ -157,19 +157,68 @@ def stage_features() -> dict:
     }
 
 
-def stage_train() -> dict:
+def stage_features_one_thread() -> dict:
+    """The same build on one DuckDB thread (bit-identical output): the all-cores ratio."""
+    import shutil
+
+    from features.build import build_features
+
+    s = _settings()
+    out = ROOT / "features-1thread"
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = s.features.model_copy(update={"duckdb_threads": 1})
+    t0 = time.perf_counter()
+    build_features(s.path("lake"), out, s.churn, cfg, temp_dir=ROOT / "tmp")
+    seconds = time.perf_counter() - t0
+    import pyarrow.parquet as pq
+
+    from features import store
+
+    same = all(pq.read_table(store.snapshot_path(out, m)).equals(
+        pq.read_table(store.snapshot_path(s.path("features"), m)))
+        for m in store.months(out))  # fmt: skip
+    shutil.rmtree(out, ignore_errors=True)
+    return {"seconds": seconds, "bit_identical_to_all_cores": same}
+
+
+def _train(share: float) -> dict:
+    import shutil
+
+    from pipelines import steps
+    from pipelines.runtime import prepare_environment
+
+    s = _settings()
+    s.model.stayer_share = share
+    if share < 1:  # its own model store, beside the world's: the champion is left alone
+        s.model.tracking_uri = f"sqlite:///{ROOT / 'mlflow-sampled' / 'mlflow.db'}"
+        shutil.rmtree(ROOT / "mlflow-sampled", ignore_errors=True)
+    prepare_environment(s)
+    t0 = time.perf_counter()
+    res = steps.train(s)
+    return {"seconds": time.perf_counter() - t0, "stayer_share": share,
+            "roc_auc": res.metrics["roc_auc"], "ece": res.metrics["ece"],
+            "test_period": res.test_period}  # fmt: skip
+
+
+def stage_train_sampled() -> dict:
+    """Training on every churner and a tenth of the stayers, weighted back (model.stayer_share)."""
+    return _train(0.1)
+
+
+def stage_monitor() -> dict:
     from pipelines import steps
     from pipelines.runtime import prepare_environment
 
     s = _settings()
     prepare_environment(s)
     t0 = time.perf_counter()
-    res = steps.train(s)
-    return {
-        "seconds": time.perf_counter() - t0,
-        "roc_auc": res.metrics["roc_auc"],
-        "test_period": res.test_period,
-    }
+    out = steps.monitor(s)
+    return {"seconds": time.perf_counter() - t0, "estimated_auc": out.get("estimated_auc"),
+            "features_alarm": out.get("features_alarm")}  # fmt: skip
+
+
+def stage_train() -> dict:
+    return _train(1.0)
 
 
 def stage_score() -> dict:
@@ -193,8 +242,11 @@ STAGES = {
     "bare_pyarrow": stage_bare_pyarrow,
     "ingest_all": stage_ingest_all,
     "features": stage_features,
+    "features_one_thread": stage_features_one_thread,
     "train": stage_train,
+    "train_sampled": stage_train_sampled,
     "score": stage_score,
+    "monitor": stage_monitor,
 }
 
 
@@ -267,6 +319,23 @@ def main() -> None:
         f"score+explain   {results['score']['score_explain_seconds']:8.1f} s   {results['score']['scored']:,} subscribers = "
         f"{results['score']['score_explain_seconds_per_100k']:.1f} s per 100,000; publish {results['score']['publish_seconds']:.1f} s",
     ]
+    if f1 := results.get("features_one_thread"):
+        lines.append(
+            f"features 1 thr  {f1['seconds']:8.1f} s   all cores {f1['seconds'] / results['features']['seconds']:.2f}x "
+            f"faster, bit-identical: {f1['bit_identical_to_all_cores']}, peak {f1['peak_rss_mb']:,.0f} MB"
+        )
+    if ts := results.get("train_sampled"):
+        full = results["train"]
+        lines.append(
+            f"train sampled   {ts['seconds']:8.1f} s   stayers x{ts['stayer_share']}: test AUC {ts['roc_auc']:.3f} "
+            f"({ts['roc_auc'] - full['roc_auc']:+.3f}), ECE {ts['ece']:.4f}, peak {ts['peak_rss_mb']:,.0f} MB "
+            f"(whole: {full['peak_rss_mb']:,.0f} MB)"
+        )
+    if mo := results.get("monitor"):
+        lines.append(
+            f"monitor         {mo['seconds']:8.1f} s   estimated AUC {mo['estimated_auc']:.3f}, "
+            f"{mo['features_alarm']} features in alarm, peak {mo['peak_rss_mb']:,.0f} MB"
+        )
     results["ingest_vs_bare_pyarrow"] = ratio
     (ROOT / "results.json").write_text(json.dumps(results, indent=1, default=str))
     print("\n".join(lines))

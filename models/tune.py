@@ -33,7 +33,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from models import registry
 from models.config import Economics, ModelConfig
-from models.estimator import fit_early_stopped
+from models.estimator import _as_float, fit_early_stopped
 from models.evaluate import lift_at
 from models.train import (
     WEIGHT,
@@ -137,9 +137,9 @@ def search(
     scored on ``split.valid``; ``split.test`` is never read. ``record`` sees every trial."""
     metric = objective_metric(model_cfg.promotion_metric)
     score = RANKING[metric]
-    # float64, as ChurnModel fits (pandas 3 strings and nullable ints are not LightGBM input)
-    X = split.train[feature_cols].astype("float64")
-    Xv = split.valid[feature_cols].astype("float64")
+    # the floats ChurnModel fits on (float32 tables stay float32: a big one is not doubled)
+    X = _as_float(split.train[feature_cols])
+    Xv = _as_float(split.valid[feature_cols])
     y, yv = split.train[label_col].to_numpy(int), split.valid[label_col].to_numpy(int)
     w = split.train[WEIGHT].to_numpy(float) if WEIGHT in split.train else None
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -52,7 +52,9 @@ def test_the_estimated_auc_of_a_stable_month_is_close_to_the_realised_one(world_
     bt = pd.DataFrame(read_report(s.path("reports"), out["month"])["backtest"]).set_index("month")
     row = bt.loc[res.test_period]
     assert row["role"] == "test"
-    assert row["realised_auc"] == pytest.approx(res.metrics["roc_auc"], abs=1e-9)
+    # the test AUC of training, on the float32 training table; the backtest scores the
+    # snapshot's float64 values, as scoring does: equal but for a few rounded values
+    assert row["realised_auc"] == pytest.approx(res.metrics["roc_auc"], abs=1e-4)
     # the realised AUC of a few hundred churners is itself noisy: within 0.03, or 3 of
     # its standard errors when those are wider (0.013 here: 3 SE is 0.04)
     tol = max(0.03, 3 * row["realised_auc_se"])
