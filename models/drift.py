@@ -160,7 +160,7 @@ def auc_standard_error(auc: float, n_pos: float, n_neg: float) -> float:
     return float(math.sqrt(max(var, 0.0)))
 
 
-def quarantine_rates(lake: Path, quarantine: Path, sources: list[str], cfg) -> pd.DataFrame:
+def quarantine_rates(lake: Path, sources: list[str], cfg) -> pd.DataFrame:
     """Rows quarantined per source and data month, against that source's earlier months.
 
     From the lake manifests: each delivered file's rows read and quarantined,

@@ -193,7 +193,7 @@ def backtest(snapshots: pd.DataFrame, p: np.ndarray, params: dict[str, str], min
 
 def monitor(
     features: Path, model_cfg: ModelConfig, cfg: MonitorConfig, *, tracking_uri: str,
-    lake: Path, quarantine: Path, sources: list[str], month: str | None = None,
+    lake: Path, sources: list[str], month: str | None = None,
 ) -> MonitorReport:  # fmt: skip
     """Drift and estimated performance of ``month`` (default: the latest snapshot) for the champion."""
     champ = registry.champion(tracking_uri, model_cfg.name)
@@ -233,7 +233,7 @@ def monitor(
                    "churn_rate": float(p_cur.mean())},
         features=drift.feature_drift(ref, cur, feats, cfg),
         backtest=bt,
-        quarantine=drift.quarantine_rates(lake, quarantine, sources, cfg),
+        quarantine=drift.quarantine_rates(lake, sources, cfg),
     )  # fmt: skip
     log.info("monitor %s", rep.headline())
     return rep

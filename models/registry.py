@@ -129,9 +129,14 @@ def months_since_test(tracking_uri: str, model: ModelConfig, features: Path):
     )
 
 
-def retrain_due(tracking_uri: str, model: ModelConfig, features: Path) -> tuple[bool, str]:
-    """Retrain when there is no champion, or its test month is retrain_every_months behind the data."""
-    got = months_since_test(tracking_uri, model, features)
+def retrain_due(
+    tracking_uri: str, model: ModelConfig, features: Path, got: tuple | None = None
+) -> tuple[bool, str]:
+    """Retrain when there is no champion, or its test month is retrain_every_months behind the data.
+
+    ``got``: what :func:`months_since_test` already returned, so the store is asked once.
+    """
+    got = got or months_since_test(tracking_uri, model, features)
     if got is None:
         return True, "no champion yet"
     champ, tested, latest, gap = got

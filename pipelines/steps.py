@@ -145,6 +145,7 @@ def train(settings: Settings, lgbm_overrides: dict | None = None, tune: int = 0)
     lineage = {
         "snapshot_months": sorted(frame.snapshot_month.unique().tolist()),
         "rows_per_snapshot": frame.groupby("snapshot_month").size().to_dict(),
+        "stayer_share": settings.model.stayer_share,  # rows above are the sample read
         "feature_files_fingerprint": store.fingerprint(feats_dir),
     }
     res = train_and_register(
@@ -358,7 +359,7 @@ def monitor(settings: Settings, month: str | None = None) -> dict:
         rep = mon.monitor(
             settings.path("features"), settings.model, settings.monitor,
             tracking_uri=settings.tracking_uri(), lake=settings.path("lake"),
-            quarantine=settings.path("quarantine"), sources=list(type(settings.sources).model_fields),
+            sources=list(type(settings.sources).model_fields),
             month=month,
         )  # fmt: skip
     except NoChampion as e:
@@ -378,19 +379,12 @@ def retrain_due(settings: Settings, monitored: dict | None = None) -> tuple[bool
     without one a new model would learn exactly what the champion learned."""
     from models import registry
 
-    due, why = registry.retrain_due(
-        settings.tracking_uri(), settings.model, settings.path("features")
-    )
-    if (
-        due
-        or not monitored
-        or not monitored.get("retrain")
-        or not settings.monitor.retrain_on_evidence
-    ):
+    args = (settings.tracking_uri(), settings.model, settings.path("features"))
+    got = registry.months_since_test(*args)
+    due, why = registry.retrain_due(*args, got=got)
+    if due or not (monitored or {}).get("retrain") or not settings.monitor.retrain_on_evidence:
         return due, why
-    _, tested, latest, gap = registry.months_since_test(
-        settings.tracking_uri(), settings.model, settings.path("features")
-    )
+    _, tested, _, gap = got
     if gap < 1:
         return False, (f"evidence ({monitored['why']}), but no month after the test month "
                        f"{tested} is labelled yet: a new model would learn the same data")  # fmt: skip

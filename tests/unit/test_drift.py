@@ -122,7 +122,7 @@ def test_quarantine_rate_alarms_on_a_month_far_above_the_sources_history(tmp_pat
     months = {f"b{i}.csv": (f"2025-0{i}", 1000, 2) for i in range(1, 6)}
     _manifest(lake, "billing", months | {"b6.csv": ("2025-06", 1000, 40)})
     _manifest(lake, "cdr", {f"c{i}.csv": (f"2025-0{i}", 1000, 3) for i in range(1, 7)})
-    out = drift.quarantine_rates(lake, tmp_path / "q", ["billing", "cdr", "complaints"], CFG)
+    out = drift.quarantine_rates(lake, ["billing", "cdr", "complaints"], CFG)
     by = out.set_index(["source", "month"])["status"]
     assert by[("billing", "2025-06")] == "alarm"
     assert by[("billing", "2025-01")] == "new"
@@ -133,5 +133,5 @@ def test_quarantine_rate_alarms_on_a_month_far_above_the_sources_history(tmp_pat
 def test_a_small_quarantine_rise_on_a_clean_source_is_not_an_alarm(tmp_path):
     lake = tmp_path / "lake"
     _manifest(lake, "billing", {"a": ("2025-01", 10_000, 1), "b": ("2025-02", 10_000, 5)})
-    out = drift.quarantine_rates(lake, tmp_path / "q", ["billing"], CFG)
+    out = drift.quarantine_rates(lake, ["billing"], CFG)
     assert out["status"].tolist() == ["new", "stable"]  # 5x, but only +0.04 points
